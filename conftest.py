@@ -1,0 +1,3 @@
+"""Fixtures for every suite in the repository live in sluice.testing.fixtures."""
+
+pytest_plugins = ["sluice.testing.fixtures"]
