@@ -1,0 +1,302 @@
+"""Kafka producer/consumer helpers: at-least-once loops, tails, topic creation.
+
+The consumer loop processes a batch, then commits per partition. A batch that fails
+is rewound and retried with backoff, so an outage downstream (database, webhook host)
+delays work but never skips it; handlers dead-letter records that can never succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeAlias
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from sluice import records
+from sluice.settings import SluiceSettings
+
+log = logging.getLogger("sluice.bus")
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+BatchHandler = Callable[[list[Record]], Awaitable[None]]
+
+FAST_GROUP_TIMEOUTS: dict[str, int] = {
+    "session_timeout_ms": 2000,
+    "heartbeat_interval_ms": 300,
+    "rebalance_timeout_ms": 2000,
+}
+
+
+def bootstrap(settings: SluiceSettings) -> str:
+    if not settings.kafka_bootstrap:
+        raise RuntimeError(
+            "SLUICE_KAFKA_BOOTSTRAP is not set: run the service under `sluice run` "
+            "(embedded broker) or point it at a Kafka cluster"
+        )
+    return settings.kafka_bootstrap
+
+
+def make_producer(settings: SluiceSettings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer that only reports success once every in-sync replica has the record."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap(settings),
+        "acks": "all",
+        "linger_ms": settings.kafka_linger_ms,
+        "enable_idempotence": settings.kafka_idempotence,
+        "max_batch_size": 256 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        "request_timeout_ms": 30_000,
+        "client_id": f"sluice-{settings.node_id}",
+    }
+    config.update(overrides)
+    return AIOKafkaProducer(**config)
+
+
+def make_group_consumer(
+    settings: SluiceSettings, topics: Iterable[str], group_id: str, **overrides: Any
+) -> AIOKafkaConsumer:
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap(settings),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": 1000,
+        "client_id": f"sluice-{settings.node_id}",
+    }
+    if settings.kafka_fast_groups:
+        config.update(FAST_GROUP_TIMEOUTS)
+    config.update(overrides)
+    return AIOKafkaConsumer(*topics, **config)
+
+
+async def start_with_retry(
+    client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient,
+    what: str,
+    stop: asyncio.Event | None = None,
+    max_delay: float = 10.0,
+) -> None:
+    """Start a Kafka client, waiting for the broker if it is not up yet."""
+    delay = 0.2
+    while True:
+        try:
+            await client.start()
+            return
+        except KafkaError as exc:
+            if stop is not None and stop.is_set():
+                raise
+            log.warning("kafka not reachable for %s (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
+async def ensure_topics(settings: SluiceSettings, names: records.TopicNames) -> None:
+    """Create Sluice's topics if missing (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings))
+    await start_with_retry(admin, "topic creation")
+    try:
+        existing = set(await admin.list_topics())
+        wanted = []
+        for short in records.ALL_TOPICS:
+            full = names.prefix + short
+            if full in existing:
+                continue
+            partitions = (
+                1 if short in records.SINGLE_PARTITION_TOPICS else settings.topic_partitions
+            )
+            config = {"cleanup.policy": "compact"} if short in records.COMPACTED_TOPICS else {}
+            wanted.append(NewTopic(full, partitions, 1, topic_configs=config))
+        if wanted:
+            await admin.create_topics(wanted)
+            log.info("created topics %s", ", ".join(t.name for t in wanted))
+    finally:
+        await admin.close()
+
+
+async def dead_letter(
+    producer: AIOKafkaProducer,
+    topics: records.TopicNames,
+    record: Record,
+    service: str,
+    reason: str,
+) -> None:
+    """Park a record that can never succeed, with the reason; its partition moves on."""
+    headers = [
+        *record.headers,
+        ("dead_service", service.encode()),
+        ("dead_reason", reason.encode()[:2000]),
+        ("dead_topic", record.topic.encode()),
+        ("dead_offset", str(record.offset).encode()),
+    ]
+    await producer.send_and_wait(topics.dead_letter, record.value, key=record.key, headers=headers)
+    log.warning(
+        "dead-lettered record",
+        extra={
+            "service": service,
+            "topic": record.topic,
+            "offset": record.offset,
+            "reason": reason,
+        },
+    )
+
+
+class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Let the batch in flight finish and commit before another member takes over.
+        await self._loop.idle.wait()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._loop.assigned = set(assigned)
+        self._loop.joined = True
+        log.info("%s assigned %d partitions", self._loop.name, len(assigned))
+
+
+class ConsumerLoop:
+    """Consume a group's topics: process a batch, then commit per partition."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        topics: list[str],
+        handler: BatchHandler,
+        *,
+        name: str,
+        max_records: int = 1000,
+        poll_ms: int = 200,
+    ) -> None:
+        self.consumer = consumer
+        self.topics = topics
+        self.handler = handler
+        self.name = name
+        self.max_records = max_records
+        self.poll_ms = poll_ms
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.assigned: set[TopicPartition] = set()
+        self.joined = False
+        self.processed = 0
+        self.last_batch_at = 0.0
+
+    async def start(self, stop: asyncio.Event | None = None) -> None:
+        self.consumer.subscribe(self.topics, listener=_DrainOnRevoke(self))
+        await start_with_retry(self.consumer, self.name, stop)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until ``stop`` is set; the current batch is finished and committed first."""
+        delay = 0.1
+        while not stop.is_set():
+            batch = await self.consumer.getmany(
+                timeout_ms=self.poll_ms, max_records=self.max_records
+            )
+            if not batch:
+                continue
+            flat = [rec for recs in batch.values() for rec in recs]
+            self.idle.clear()
+            try:
+                await self.handler(flat)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "%s: batch of %d failed; retrying in %.1fs", self.name, len(flat), delay
+                )
+                for tp, recs in batch.items():
+                    self.consumer.seek(tp, recs[0].offset)
+                self.idle.set()
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            delay = 0.1
+            await self._commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+            self.processed += len(flat)
+            self.last_batch_at = time.monotonic()
+            self.idle.set()
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partitions moved to another member, which will redo this work;
+            # downstream effects are idempotent.
+            log.warning("%s: commit skipped after rebalance (%s)", self.name, exc)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, delay: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+    except TimeoutError:
+        pass
+
+
+class Tail:
+    """Read every partition of some topics without a group, from now or from the start.
+
+    Tansu may answer an end-offset query with the start of the last stored batch, so a
+    tail that starts "from now" drops records older than its start time.
+    """
+
+    def __init__(
+        self,
+        settings: SluiceSettings,
+        topics: list[str],
+        *,
+        from_beginning: bool = False,
+        skew_ms: int = 1000,
+    ) -> None:
+        self.topics = topics
+        self.from_beginning = from_beginning
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap(settings),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            client_id=f"sluice-{settings.node_id}-tail",
+        )
+        self.not_before = 0 if from_beginning else records.now_ms() - skew_ms
+
+    async def start(self, stop: asyncio.Event | None = None) -> None:
+        await start_with_retry(self.consumer, "tail " + ",".join(self.topics), stop)
+        partitions: list[TopicPartition] = []
+        for topic in self.topics:
+            found = self.consumer.partitions_for_topic(topic)
+            while not found:
+                await asyncio.sleep(0.1)
+                await self.consumer.topics()  # refreshes cluster metadata
+                found = self.consumer.partitions_for_topic(topic)
+            partitions.extend(TopicPartition(topic, p) for p in sorted(found))
+        self.consumer.assign(partitions)
+        if self.from_beginning:
+            await self.consumer.seek_to_beginning(*partitions)
+        else:
+            await self.consumer.seek_to_end(*partitions)
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        result: dict[TopicPartition, int] = await self.consumer.end_offsets(
+            list(self.consumer.assignment())
+        )
+        return result
+
+    async def batches(self, stop: asyncio.Event, poll_ms: int = 100) -> Any:
+        """Yield lists of records as they arrive, until ``stop`` is set."""
+        not_before = self.not_before
+        while not stop.is_set():
+            batch = await self.consumer.getmany(timeout_ms=poll_ms, max_records=2000)
+            if not batch:
+                continue
+            out = [rec for recs in batch.values() for rec in recs if rec.timestamp >= not_before]
+            if out:
+                yield out
+
+    async def stop(self) -> None:
+        await self.consumer.stop()

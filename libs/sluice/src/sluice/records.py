@@ -1,0 +1,149 @@
+"""Kafka topic names and the record envelope: the one place both are defined.
+
+Every record is keyed by device id (per-device ordering). The envelope travels in
+record headers so that a raw MQTT payload can be the record value untouched; JSON
+values are compact orjson. Consumers tolerate headers they do not know.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+
+UPLINK = "uplink"
+INGEST = "ingest"
+DATA = "data"
+DOWNLINK = "downlink"
+RETAINED = "retained"
+CONTROL = "control"
+INSPECTOR = "inspector"
+DEAD_LETTER = "dead-letter"
+
+ALL_TOPICS: tuple[str, ...] = (
+    UPLINK,
+    INGEST,
+    DATA,
+    DOWNLINK,
+    RETAINED,
+    CONTROL,
+    INSPECTOR,
+    DEAD_LETTER,
+)
+COMPACTED_TOPICS = frozenset({RETAINED})
+# Topics every node reads whole (no consumer group): few records, one partition keeps
+# them ordered and cheap to tail.
+SINGLE_PARTITION_TOPICS = frozenset({CONTROL})
+
+# Ingest record kinds: what the value holds.
+KIND_MQTT = "mqtt"  # raw MQTT payload bytes; normalise with the topic
+KIND_ITEMS = "items"  # JSON list of TagoIO data items (POST /data)
+KIND_RAW = "raw"  # a non-JSON HTTP body, normalised like a text payload
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class TopicNames:
+    """Full topic names under a prefix (``sluice.`` by default; tests use their own)."""
+
+    def __init__(self, prefix: str = "sluice.") -> None:
+        self.prefix = prefix
+        self.uplink = prefix + UPLINK
+        self.ingest = prefix + INGEST
+        self.data = prefix + DATA
+        self.downlink = prefix + DOWNLINK
+        self.retained = prefix + RETAINED
+        self.control = prefix + CONTROL
+        self.inspector = prefix + INSPECTOR
+        self.dead_letter = prefix + DEAD_LETTER
+
+    def all(self) -> list[str]:
+        return [self.prefix + name for name in ALL_TOPICS]
+
+    def short(self, full: str) -> str:
+        return full[len(self.prefix) :] if full.startswith(self.prefix) else full
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Envelope:
+    """What every record says about itself, carried in headers."""
+
+    message_id: str
+    account: str
+    device: str
+    topic: str = ""
+    qos: int = 0
+    received_at: int = field(default_factory=now_ms)
+    origin: str = ""
+    retain: bool = False
+    kind: str = ""
+    schema: int = SCHEMA_VERSION
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        headers = [
+            ("message_id", self.message_id.encode()),
+            ("account", self.account.encode()),
+            ("device", self.device.encode()),
+            ("topic", self.topic.encode()),
+            ("qos", b"%d" % self.qos),
+            ("received_at", b"%d" % self.received_at),
+            ("origin", self.origin.encode()),
+            ("schema", b"%d" % self.schema),
+        ]
+        if self.retain:
+            headers.append(("retain", b"1"))
+        if self.kind:
+            headers.append(("kind", self.kind.encode()))
+        headers.extend((k, v.encode()) for k, v in self.extra.items())
+        return headers
+
+    @classmethod
+    def from_headers(cls, headers: Iterable[tuple[str, bytes]]) -> Envelope:
+        values = {k: v.decode("utf-8", "replace") for k, v in headers}
+        env = cls(
+            message_id=values.pop("message_id", ""),
+            account=values.pop("account", ""),
+            device=values.pop("device", ""),
+            topic=values.pop("topic", ""),
+            qos=_int(values.pop("qos", "0")),
+            received_at=_int(values.pop("received_at", "0")),
+            origin=values.pop("origin", ""),
+            retain=values.pop("retain", "") == "1",
+            kind=values.pop("kind", ""),
+            schema=_int(values.pop("schema", str(SCHEMA_VERSION))),
+        )
+        env.extra = values
+        return env
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def loads(data: bytes | None) -> Any:
+    return orjson.loads(data) if data else None
+
+
+def header(headers: Iterable[tuple[str, bytes]], name: str) -> bytes | None:
+    """The value of one header without building an Envelope (hot paths)."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None

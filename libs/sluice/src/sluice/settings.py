@@ -1,0 +1,69 @@
+"""Typed settings shared by every service (environment prefix ``SLUICE_``)."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def normalise_database_url(url: str) -> str:
+    """Map the URLs people paste (``postgres://``, ``sqlite:///``) onto the async drivers."""
+    url = url.strip()
+    for prefix in (
+        "postgres://",
+        "postgresql://",
+        "postgresql+psycopg2://",
+        "postgresql+psycopg://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{secrets.token_hex(3)}"
+
+
+class SluiceSettings(BaseSettings):
+    """Knobs every service honours. Service settings inherit from this class."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_", env_file=".env", extra="ignore")
+
+    admin_token: str | None = None
+    database_url: str = "sqlite+aiosqlite:///./.sluice/sluice.db"
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers; unset means the embedded Tansu broker"
+    )
+    kafka_idempotence: bool = Field(
+        default=False, description="Idempotent producer: on for Apache Kafka, off for Tansu"
+    )
+    kafka_fast_groups: bool = Field(
+        default=False,
+        description="Short consumer-group timeouts (embedded broker and tests only)",
+    )
+    kafka_linger_ms: int = 2
+    topic_prefix: str = "sluice."
+    topic_partitions: int = 8
+    node_id: str = Field(default_factory=default_node_id)
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    health_host: str = "0.0.0.0"
+    health_port: int | None = Field(
+        default=None, description="Port of /healthz, /readyz and /metrics (no server when unset)"
+    )
+    control_cache_ttl: float = Field(default=30.0, description="Seconds config stays cached")
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_db(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,1 @@
+"""Test support: fixtures (a pytest plugin) and a whole-stack runner."""
