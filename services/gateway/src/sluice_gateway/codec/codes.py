@@ -1,0 +1,127 @@
+"""Packet types, MQTT 5 reason codes and MQTT 3.1.1 CONNACK return codes."""
+
+from typing import Final
+
+# Control packet types: the high nibble of the first byte of every packet.
+CONNECT: Final = 1
+CONNACK: Final = 2
+PUBLISH: Final = 3
+PUBACK: Final = 4
+PUBREC: Final = 5
+PUBREL: Final = 6
+PUBCOMP: Final = 7
+SUBSCRIBE: Final = 8
+SUBACK: Final = 9
+UNSUBSCRIBE: Final = 10
+UNSUBACK: Final = 11
+PINGREQ: Final = 12
+PINGRESP: Final = 13
+DISCONNECT: Final = 14
+AUTH: Final = 15
+
+PACKET_NAMES: Final[dict[int, str]] = {
+    CONNECT: "CONNECT",
+    CONNACK: "CONNACK",
+    PUBLISH: "PUBLISH",
+    PUBACK: "PUBACK",
+    PUBREC: "PUBREC",
+    PUBREL: "PUBREL",
+    PUBCOMP: "PUBCOMP",
+    SUBSCRIBE: "SUBSCRIBE",
+    SUBACK: "SUBACK",
+    UNSUBSCRIBE: "UNSUBSCRIBE",
+    UNSUBACK: "UNSUBACK",
+    PINGREQ: "PINGREQ",
+    PINGRESP: "PINGRESP",
+    DISCONNECT: "DISCONNECT",
+    AUTH: "AUTH",
+}
+
+# Protocol levels carried in CONNECT.
+MQTT_3_1: Final = 3
+MQTT_3_1_1: Final = 4
+MQTT_5: Final = 5
+
+# MQTT 5 reason codes (section 2.4). Several names share one value on purpose.
+SUCCESS: Final = 0x00
+NORMAL_DISCONNECTION: Final = 0x00
+GRANTED_QOS_0: Final = 0x00
+GRANTED_QOS_1: Final = 0x01
+GRANTED_QOS_2: Final = 0x02
+DISCONNECT_WITH_WILL: Final = 0x04
+NO_MATCHING_SUBSCRIBERS: Final = 0x10
+NO_SUBSCRIPTION_EXISTED: Final = 0x11
+CONTINUE_AUTHENTICATION: Final = 0x18
+RE_AUTHENTICATE: Final = 0x19
+UNSPECIFIED_ERROR: Final = 0x80
+MALFORMED_PACKET: Final = 0x81
+PROTOCOL_ERROR: Final = 0x82
+IMPLEMENTATION_SPECIFIC_ERROR: Final = 0x83
+UNSUPPORTED_PROTOCOL_VERSION: Final = 0x84
+CLIENT_IDENTIFIER_NOT_VALID: Final = 0x85
+BAD_USERNAME_OR_PASSWORD: Final = 0x86
+NOT_AUTHORIZED: Final = 0x87
+SERVER_UNAVAILABLE: Final = 0x88
+SERVER_BUSY: Final = 0x89
+BANNED: Final = 0x8A
+SERVER_SHUTTING_DOWN: Final = 0x8B
+BAD_AUTHENTICATION_METHOD: Final = 0x8C
+KEEP_ALIVE_TIMEOUT: Final = 0x8D
+SESSION_TAKEN_OVER: Final = 0x8E
+TOPIC_FILTER_INVALID: Final = 0x8F
+TOPIC_NAME_INVALID: Final = 0x90
+PACKET_IDENTIFIER_IN_USE: Final = 0x91
+PACKET_IDENTIFIER_NOT_FOUND: Final = 0x92
+RECEIVE_MAXIMUM_EXCEEDED: Final = 0x93
+TOPIC_ALIAS_INVALID: Final = 0x94
+PACKET_TOO_LARGE: Final = 0x95
+MESSAGE_RATE_TOO_HIGH: Final = 0x96
+QUOTA_EXCEEDED: Final = 0x97
+ADMINISTRATIVE_ACTION: Final = 0x98
+PAYLOAD_FORMAT_INVALID: Final = 0x99
+RETAIN_NOT_SUPPORTED: Final = 0x9A
+QOS_NOT_SUPPORTED: Final = 0x9B
+USE_ANOTHER_SERVER: Final = 0x9C
+SERVER_MOVED: Final = 0x9D
+SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: Final = 0x9E
+CONNECTION_RATE_EXCEEDED: Final = 0x9F
+MAXIMUM_CONNECT_TIME: Final = 0xA0
+SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED: Final = 0xA1
+WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED: Final = 0xA2
+
+# MQTT 3.1 / 3.1.1 CONNACK return codes and the SUBACK failure code.
+CONNACK_ACCEPTED: Final = 0x00
+CONNACK_UNACCEPTABLE_PROTOCOL_VERSION: Final = 0x01
+CONNACK_IDENTIFIER_REJECTED: Final = 0x02
+CONNACK_SERVER_UNAVAILABLE: Final = 0x03
+CONNACK_BAD_USERNAME_OR_PASSWORD: Final = 0x04
+CONNACK_NOT_AUTHORIZED: Final = 0x05
+SUBACK_FAILURE: Final = 0x80
+
+# Reason codes each MQTT 5 packet type may carry (sections 3.2.2.2 to 3.15.2.1).
+CONNACK_REASONS_V5: Final = frozenset(
+    {0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C}
+    | {0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F}
+)
+PUBACK_REASONS_V5: Final = frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99})
+PUBREL_REASONS_V5: Final = frozenset({0x00, 0x92})
+SUBACK_REASONS_V5: Final = frozenset(
+    {0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2}
+)
+UNSUBACK_REASONS_V5: Final = frozenset({0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91})
+DISCONNECT_REASONS_V5: Final = frozenset(
+    {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90}
+    | {0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F}
+    | {0xA0, 0xA1, 0xA2}
+)
+AUTH_REASONS_V5: Final = frozenset({0x00, 0x18, 0x19})
+CONNACK_RETURN_CODES_V3: Final = frozenset(range(6))
+SUBACK_RETURN_CODES_V3: Final = frozenset({0x00, 0x01, 0x02, 0x80})
+
+# Reason codes of the four packets that acknowledge a QoS 1 or 2 PUBLISH.
+ACK_REASONS_V5: Final[dict[int, frozenset[int]]] = {
+    PUBACK: PUBACK_REASONS_V5,
+    PUBREC: PUBACK_REASONS_V5,
+    PUBREL: PUBREL_REASONS_V5,
+    PUBCOMP: PUBREL_REASONS_V5,
+}
