@@ -1,0 +1,504 @@
+"""One client connection: the MQTT protocol state machine over an asyncio transport.
+
+Bytes in → codec → packet handlers → session/node; bytes out are gathered in a list and
+written with one ``writelines`` per loop iteration. TCP, TLS and WebSocket listeners all
+drive this class (WebSocket through a framing adapter with the same transport methods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sluice.topicfilter import parse_shared, validate_topic_filter
+from sluice_gateway import codec as c
+from sluice_gateway.acl import allowed_filter, allowed_topic
+from sluice_gateway.codec import (
+    Connack,
+    Connect,
+    Disconnect,
+    Properties,
+    ProtocolError,
+    Publish,
+    StreamDecoder,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    encode,
+    encode_ack,
+    encode_publish,
+)
+from sluice_gateway.session import Message, Session, Subscription
+
+if TYPE_CHECKING:
+    from sluice_gateway.node import GatewayNode, Will
+
+log = logging.getLogger("sluice.gateway")
+
+NEW, AUTHENTICATING, CONNECTED, CLOSED = range(4)
+PINGRESP = b"\xd0\x00"
+MAX_EXPIRY = 0xFFFFFFFF
+FORWARDED_PROPS = (
+    "payload_format_indicator",
+    "content_type",
+    "response_topic",
+    "correlation_data",
+    "user_properties",
+)
+
+
+def forwardable(props: Properties | None) -> tuple[Properties | None, float | None]:
+    """Split a PUBLISH's properties into what subscribers get and its expiry deadline."""
+    if props is None:
+        return None, None
+    expires = None
+    if props.message_expiry_interval is not None:
+        expires = time.monotonic() + props.message_expiry_interval
+    kept = Properties()
+    empty = True
+    for name in FORWARDED_PROPS:
+        value = getattr(props, name)
+        if value is not None:
+            setattr(kept, name, value)
+            empty = False
+    return (None if empty else kept), expires
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, node: GatewayNode, listener: str) -> None:
+        self.node = node
+        self.listener = listener
+        self.state = NEW
+        self.transport: Any = None
+        self.peer = ""
+        self.decoder = StreamDecoder(node.default_max_packet)
+        self.version = 4
+        self.session: Session | None = None
+        self.client_id = ""
+        self.keepalive = 0
+        self.opened = time.monotonic()
+        self.last_rx = self.opened
+        self.expire_at: float | None = None  # token expiry, wall clock
+        self.will: Will | None = None
+        self.receive_maximum = 65535  # the client's: our QoS 1/2 sends in flight to it
+        self.client_max_packet = 0
+        self.alias_max_out = 0
+        self.aliases_out: dict[str, int] = {}
+        self.aliases_in: dict[int, str] = {}
+        self.unacked = 0  # the client's publishes waiting for Kafka
+        self.inflight_limit = node.settings.receive_maximum
+        self.paused_for: set[str] = set()
+        self.out: list[bytes] = []
+        self.flush_pending = False
+        self.backlog: list[bytes] = []
+        self.close_reason = "connection lost"
+        self.normal_disconnect = False
+        self.session_expiry_from_connect = 0
+
+    # -- transport callbacks --------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        self.node.connections.add(self)
+        if self.node.reading_paused:
+            self.pause("node")
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == CLOSED:
+            return
+        self.last_rx = time.monotonic()
+        if self.state == AUTHENTICATING:
+            self.backlog.append(data)
+            return
+        if self.state == NEW and data[:1] not in (b"\x10", b"") and not self.decoder.buffered:
+            # Not MQTT (an HTTP request, TLS on the plain port, noise): do not wait for more.
+            self.close("the first packet is not CONNECT")
+            return
+        try:
+            packets = self.decoder.feed(data)
+        except ProtocolError as error:
+            self._handle_packets(error.packets)
+            if self.state != CLOSED:
+                self.protocol_error(error)
+            self.flush()
+            return
+        self._handle_packets(packets)
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was = self.state
+        self.state = CLOSED
+        self.node.connection_closed(self, was == CONNECTED)
+
+    def pause_writing(self) -> None:  # the transport's buffer is full: QoS 0 is dropped
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- packet dispatch ------------------------------------------------------------
+    def _handle_packets(self, packets: Sequence[c.Packet], start: int = 0) -> None:
+        for index in range(start, len(packets)):
+            packet = packets[index]
+            if self.state == NEW:
+                if type(packet) is not Connect:
+                    self.close("first packet was not CONNECT")
+                    return
+                self.state = AUTHENTICATING
+                self.pause("auth")
+                rest = list(packets[index + 1 :])
+                self.node.spawn(self._connect(packet, rest))
+                return
+            if isinstance(packet, Publish):
+                self.on_publish(packet)
+            elif isinstance(packet, c.Puback):
+                if self.session is not None:
+                    self.session.on_puback(packet.packet_id)
+            elif isinstance(packet, c.Pubrec):
+                if self.session is not None:
+                    self.session.on_pubrec(packet.packet_id, packet.reason_code)
+            elif isinstance(packet, c.Pubrel):
+                self.on_pubrel(packet)
+            elif isinstance(packet, c.Pubcomp):
+                if self.session is not None:
+                    self.session.on_pubcomp(packet.packet_id)
+            elif isinstance(packet, c.Pingreq):
+                self.write(PINGRESP)
+            elif isinstance(packet, Subscribe):
+                self.on_subscribe(packet)
+            elif isinstance(packet, Unsubscribe):
+                self.on_unsubscribe(packet)
+            elif isinstance(packet, Disconnect):
+                self.on_disconnect(packet)
+            elif isinstance(packet, Connect):
+                self.close("second CONNECT", c.PROTOCOL_ERROR)
+            elif isinstance(packet, c.Auth):
+                self.close("enhanced authentication is not supported", c.BAD_AUTHENTICATION_METHOD)
+            else:
+                name = type(packet).__name__.upper()
+                self.close(f"a client may not send {name}", c.PROTOCOL_ERROR)
+            if self.state == CLOSED:
+                return
+
+    # -- CONNECT --------------------------------------------------------------------
+    async def _connect(self, packet: Connect, rest: list[c.Packet]) -> None:
+        try:
+            accepted = await self.node.accept(self, packet)
+        except Exception:
+            log.exception("CONNECT handling failed", extra={"peer": self.peer})
+            accepted = False
+            self.refuse(c.CONNACK_SERVER_UNAVAILABLE, c.SERVER_UNAVAILABLE, "internal error")
+        if not accepted or self.state == CLOSED:
+            return
+        self.state = CONNECTED
+        self.resume("auth")
+        self._handle_packets(rest)
+        backlog, self.backlog = self.backlog, []
+        for chunk in backlog:
+            if self.state == CLOSED:
+                break
+            self.data_received(chunk)
+        self.flush()
+
+    def refuse(self, code_v3: int, code_v5: int, reason: str) -> None:
+        """Answer CONNECT with a refusal and close."""
+        code = code_v5 if self.version == 5 else code_v3
+        log.info("connect refused", extra={"peer": self.peer, "code": code, "reason": reason})
+        props = Properties(reason_string=reason) if self.version == 5 else None
+        self.write(encode(Connack(False, code, props), self.version))
+        self.close(f"connect refused: {reason}")
+
+    # -- PUBLISH from the client ----------------------------------------------------
+    def on_publish(self, packet: Publish) -> None:
+        session = self.session
+        assert session is not None
+        topic = packet.topic
+        props = packet.properties
+        if props is not None and props.topic_alias is not None:
+            alias = props.topic_alias
+            if alias == 0 or alias > self.node.settings.topic_alias_maximum:
+                self.close(f"topic alias {alias} is out of range", c.TOPIC_ALIAS_INVALID)
+                return
+            if topic:
+                self.aliases_in[alias] = topic
+            else:
+                known = self.aliases_in.get(alias)
+                if known is None:
+                    self.close(f"topic alias {alias} was never set", c.PROTOCOL_ERROR)
+                    return
+                topic = known
+        qos = packet.qos
+        if qos:
+            if qos == 2:
+                stored = session.incoming_qos2.get(packet.packet_id)  # type: ignore[arg-type]
+                if stored is not None:
+                    # A resend of a QoS 2 publish we already have: acknowledge, never forward twice.
+                    if stored:
+                        self.write(encode_ack(c.PUBREC, packet.packet_id, self.version))  # type: ignore[arg-type]
+                    return
+            self.unacked += 1
+            if self.unacked > self.inflight_limit:
+                if self.version == 5:
+                    self.close(
+                        "more unacknowledged publishes than Receive Maximum",
+                        c.RECEIVE_MAXIMUM_EXCEEDED,
+                    )
+                    return
+                self.pause("inflight")
+        refusal = self.node.check_publish(self, session, topic, packet)
+        if refusal is not None:
+            if qos:
+                self.unacked -= 1
+            self.refuse_publish(packet, *refusal)
+            return
+        forwarded, expires = forwardable(props)
+        msg = Message(topic, packet.payload, qos, packet.retain, forwarded, expires)
+        if qos == 0:
+            self.node.publish(session, msg, None)
+            return
+        packet_id = packet.packet_id
+        assert packet_id is not None
+        if qos == 2:
+            session.incoming_qos2[packet_id] = False
+        self.node.publish(session, msg, lambda: self._stored(session, packet_id, qos))
+
+    def _stored(self, session: Session, packet_id: int, qos: int) -> None:
+        """Kafka has the record: now, and only now, acknowledge it."""
+        self.unacked -= 1
+        if "inflight" in self.paused_for and self.unacked < self.inflight_limit // 2:
+            self.resume("inflight")
+        if qos == 1:
+            if self.state == CONNECTED:
+                self.write_soon(encode_ack(c.PUBACK, packet_id, self.version))
+            return
+        if packet_id in session.incoming_qos2:
+            session.incoming_qos2[packet_id] = True
+            link = session.link
+            if isinstance(link, Connection) and link.state == CONNECTED:
+                link.write_soon(encode_ack(c.PUBREC, packet_id, link.version))
+
+    def refuse_publish(self, packet: Publish, reason: str, code: int) -> None:
+        """Refuse one publish: a reason code on MQTT 5, a closed connection on 3.x."""
+        self.node.events.emit(
+            self.session,
+            "publish_refused",
+            topic=packet.topic,
+            qos=packet.qos,
+            reason=reason,
+            code=code,
+        )
+        if self.version == 5 and packet.qos:
+            kind = c.PUBACK if packet.qos == 1 else c.PUBREC
+            self.write(encode_ack(kind, packet.packet_id, 5, code))  # type: ignore[arg-type]
+        elif self.version == 5 and code in (c.MESSAGE_RATE_TOO_HIGH, c.QUOTA_EXCEEDED):
+            pass  # QoS 0 over a limit is dropped and counted
+        else:
+            self.close(f"publish refused: {reason}", code)
+
+    def on_pubrel(self, packet: c.Pubrel) -> None:
+        session = self.session
+        assert session is not None
+        known = session.incoming_qos2.pop(packet.packet_id, None)
+        code = c.PACKET_IDENTIFIER_NOT_FOUND if known is None and self.version == 5 else 0
+        self.write(encode_ack(c.PUBCOMP, packet.packet_id, self.version, code))
+
+    # -- SUBSCRIBE / UNSUBSCRIBE ----------------------------------------------------
+    def on_subscribe(self, packet: Subscribe) -> None:
+        session = self.session
+        assert session is not None
+        v5 = self.version == 5
+        sub_id = None
+        if packet.properties is not None and packet.properties.subscription_identifiers:
+            sub_id = packet.properties.subscription_identifiers[0]
+        codes: list[int] = []
+        retained: list[tuple[Message, int, int | None]] = []
+        max_subs = self.node.limit(session, "max_subscriptions_per_connection")
+        for request in packet.subscriptions:
+            try:
+                group, topic_filter = parse_shared(request.topic_filter)
+            except ValueError:
+                codes.append(c.TOPIC_FILTER_INVALID if v5 else c.SUBACK_FAILURE)
+                continue
+            if group is not None and request.no_local:
+                self.close("no local on a shared subscription", c.PROTOCOL_ERROR)
+                return
+            if validate_topic_filter(topic_filter) is not None:
+                codes.append(c.TOPIC_FILTER_INVALID if v5 else c.SUBACK_FAILURE)
+                continue
+            if not session.can_subscribe or not allowed_filter(
+                session.acl, session.device_id, topic_filter
+            ):
+                codes.append(c.NOT_AUTHORIZED if v5 else c.SUBACK_FAILURE)
+                continue
+            if (
+                request.topic_filter not in session.subscriptions
+                and len(session.subscriptions) >= max_subs
+            ):
+                codes.append(c.QUOTA_EXCEEDED if v5 else c.SUBACK_FAILURE)
+                continue
+            sub = Subscription(
+                session,
+                topic_filter,
+                request.qos,
+                share_group=group,
+                no_local=request.no_local,
+                retain_as_published=request.retain_as_published,
+                retain_handling=request.retain_handling,
+                sub_id=sub_id,
+            )
+            is_new = self.node.broker.subscribe(sub)
+            codes.append(request.qos)
+            if group is None and (
+                request.retain_handling == 0 or (request.retain_handling == 1 and is_new)
+            ):
+                for msg in self.node.broker.retained_for(session.account, topic_filter):
+                    retained.append((msg, request.qos, sub_id))
+            self.node.events.emit(session, "subscribe", topic=request.topic_filter, qos=request.qos)
+        self.write(encode(Suback(packet.packet_id, codes), self.version))
+        for msg, granted, ident in retained:
+            if session.acl and not allowed_topic(
+                session.acl, session.device_id, "subscribe", msg.topic
+            ):
+                continue
+            session.deliver(msg, min(granted, msg.qos), True, (ident,) if ident else ())
+
+    def on_unsubscribe(self, packet: Unsubscribe) -> None:
+        session = self.session
+        assert session is not None
+        codes = []
+        for key in packet.topic_filters:
+            found = self.node.broker.unsubscribe(session, key)
+            codes.append(c.SUCCESS if found else c.NO_SUBSCRIPTION_EXISTED)
+            self.node.events.emit(session, "unsubscribe", topic=key)
+        self.write(
+            encode(Unsuback(packet.packet_id, codes if self.version == 5 else []), self.version)
+        )
+
+    # -- DISCONNECT -----------------------------------------------------------------
+    def on_disconnect(self, packet: Disconnect) -> None:
+        session = self.session
+        props = packet.properties
+        if props is not None and props.session_expiry_interval is not None and session is not None:
+            if self.session_expiry_from_connect == 0 and props.session_expiry_interval > 0:
+                self.close("session expiry set on DISCONNECT after 0 on CONNECT", c.PROTOCOL_ERROR)
+                return
+            session.expiry = self.node.cap_expiry(props.session_expiry_interval)
+        # 0x04 (disconnect with will message) keeps the will; every other reason discards it.
+        self.normal_disconnect = packet.reason_code != c.DISCONNECT_WITH_WILL
+        self.close(f"client disconnected (reason 0x{packet.reason_code:02x})")
+
+    # -- output ---------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def write_soon(self, data: bytes) -> None:
+        """Write from outside a read callback: flushed once at the end of this loop turn."""
+        self.out.append(data)
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.node.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_pending = False
+        if self.out and self.transport is not None:
+            out, self.out = self.out, []
+            if self.state != CLOSED or not self.transport.is_closing():
+                self.transport.writelines(out)
+
+    def congested(self) -> bool:
+        return bool(self.transport.get_write_buffer_size() > self.node.settings.write_buffer_limit)
+
+    def send_publish(
+        self,
+        msg: Message,
+        qos: int,
+        retain: bool,
+        sub_ids: Sequence[int],
+        packet_id: int | None,
+        dup: bool,
+    ) -> bool:
+        """Link method: encode one delivery for this client (aliases, ids, expiry on 5.0)."""
+        if self.version != 5:
+            data = encode_publish(msg.topic, msg.payload, qos, retain, dup, packet_id, self.version)
+        else:
+            props = msg.props
+            topic = msg.topic
+            if sub_ids or msg.expires_at is not None or self.alias_max_out:
+                props = Properties() if props is None else _copy_props(props)
+                if sub_ids:
+                    props.subscription_identifiers = list(sub_ids)
+                if msg.expires_at is not None:
+                    props.message_expiry_interval = max(0, int(msg.expires_at - time.monotonic()))
+                if self.alias_max_out:
+                    alias = self.aliases_out.get(topic)
+                    if alias is not None:
+                        props.topic_alias = alias
+                        topic = ""
+                    elif len(self.aliases_out) < self.alias_max_out:
+                        alias = self.aliases_out[topic] = len(self.aliases_out) + 1
+                        props.topic_alias = alias
+            data = encode_publish(topic, msg.payload, qos, retain, dup, packet_id, 5, props)
+            if self.client_max_packet and len(data) > self.client_max_packet:
+                return False
+        self.out.append(data)
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.node.loop.call_soon(self.flush)
+        return True
+
+    def send_pubrel(self, packet_id: int) -> None:
+        self.write_soon(encode_ack(c.PUBREL, packet_id, self.version))
+
+    # -- flow control and closing -----------------------------------------------------
+    def pause(self, why: str) -> None:
+        if not self.paused_for and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused_for.add(why)
+
+    def resume(self, why: str) -> None:
+        self.paused_for.discard(why)
+        if not self.paused_for and self.transport is not None and self.state != CLOSED:
+            self.transport.resume_reading()
+
+    def protocol_error(self, error: ProtocolError) -> None:
+        if isinstance(error, c.UnsupportedProtocolVersion) and self.state == NEW:
+            self.version = 5 if error.protocol_level == 5 else 4
+            self.refuse(
+                c.CONNACK_UNACCEPTABLE_PROTOCOL_VERSION, c.UNSUPPORTED_PROTOCOL_VERSION, str(error)
+            )
+            return
+        if self.state == NEW and self.decoder.protocol_level == 5:
+            # A bad CONNECT from an MQTT 5 client is answered with a CONNACK reason code.
+            self.version = 5
+            self.refuse(c.CONNACK_SERVER_UNAVAILABLE, error.reason_code, str(error))
+            return
+        self.close(f"protocol error: {error}", error.reason_code)
+
+    def close(self, reason: str, code: int | None = None) -> None:
+        """Close the connection; on MQTT 5 tell the client why with a DISCONNECT first."""
+        if self.state == CLOSED:
+            return
+        if code is not None and self.version == 5 and self.state == CONNECTED:
+            props = Properties(reason_string=reason[:200])
+            self.write(encode(Disconnect(code, props), 5))
+        self.close_reason = reason
+        was_connected = self.state == CONNECTED
+        self.state = CLOSED
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+        self.node.connection_closed(self, was_connected)
+
+
+def _copy_props(props: Properties) -> Properties:
+    copy = Properties()
+    for name in FORWARDED_PROPS:
+        value = getattr(props, name)
+        if value is not None:
+            setattr(copy, name, value)
+    return copy

@@ -1,0 +1,151 @@
+"""Publishes to Kafka in per-partition batches: one Kafka future per batch, not per message.
+
+A client's QoS 1/2 publish is acknowledged from the batch callback, i.e. only after Kafka
+acknowledged the record with acks=all. A failed batch is retried (never dropped); while
+too much waits on Kafka the node stops reading sockets (``on_pressure(True)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+log = logging.getLogger("sluice.gateway.uplink")
+
+Done = Callable[[], None] | None
+Entry = tuple[bytes, bytes | None, Sequence[tuple[str, bytes]], Done]
+
+
+class UplinkProducer:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        *,
+        max_pending: int,
+        on_pressure: Callable[[bool], None] = lambda paused: None,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.max_pending = max_pending
+        self.on_pressure = on_pressure
+        self.retry_delay = retry_delay
+        self.pending = 0
+        self.paused = False
+        self.sent = 0
+        self.failed_batches = 0
+        self._queue: list[Entry] = []
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._partitions: list[int] = []
+        self._by_key: dict[bytes, int] = {}
+
+    def submit(
+        self, key: bytes, value: bytes | None, headers: Sequence[tuple[str, bytes]], done: Done
+    ) -> None:
+        """Queue one record; ``done()`` runs once Kafka has it (never, if it never does)."""
+        self._queue.append((key, value, headers, done))
+        self.pending += 1
+        self._drained.clear()
+        self._wakeup.set()
+        if self.pending >= self.max_pending and not self.paused:
+            self.paused = True
+            log.warning("%d publishes wait for Kafka: pausing socket reads", self.pending)
+            self.on_pressure(True)
+
+    def _partition(self, key: bytes) -> int:
+        partition = self._by_key.get(key)
+        if partition is None:
+            partition = self._partitions[(murmur2(key) & 0x7FFFFFFF) % len(self._partitions)]
+            if len(self._by_key) > 100_000:
+                self._by_key.clear()
+            self._by_key[key] = partition
+        return partition
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send what is queued until ``stop`` is set and everything queued was handed over."""
+        self._partitions = sorted(await self.producer.partitions_for(self.topic))
+        while True:
+            if not self._queue:
+                if stop.is_set():
+                    return
+                self._wakeup.clear()
+                waiter = asyncio.ensure_future(self._wakeup.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            entries, self._queue = self._queue, []
+            by_partition: dict[int, list[Entry]] = {}
+            for entry in entries:
+                by_partition.setdefault(self._partition(entry[0]), []).append(entry)
+            for partition, items in by_partition.items():
+                await self._send(partition, items)
+
+    async def _send(self, partition: int, items: list[Entry]) -> None:
+        batch = self.producer.create_batch()
+        members: list[Entry] = []
+        for entry in items:
+            if batch.append(key=entry[0], value=entry[1], timestamp=None, headers=entry[2]) is None:
+                await self._submit(batch, partition, members)
+                batch = self.producer.create_batch()
+                members = []
+                if (
+                    batch.append(key=entry[0], value=entry[1], timestamp=None, headers=entry[2])
+                    is None
+                ):
+                    log.error(
+                        "record too large for a Kafka batch; refused",
+                        extra={"size": len(entry[1] or b"")},
+                    )
+                    self._settle(1)
+                    continue
+            members.append(entry)
+        if members:
+            await self._submit(batch, partition, members)
+
+    async def _submit(self, batch: Any, partition: int, members: list[Entry]) -> None:
+        future = await self.producer.send_batch(batch, self.topic, partition=partition)
+        future.add_done_callback(lambda f: self._batch_done(f, members))
+
+    def _batch_done(self, future: asyncio.Future[Any], members: list[Entry]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.failed_batches += 1
+            exc = None if future.cancelled() else future.exception()
+            log.warning("Kafka did not take %d publishes (%s); retrying", len(members), exc)
+            asyncio.get_running_loop().call_later(self.retry_delay, self._requeue, members)
+            return
+        self.sent += len(members)
+        for _key, _value, _headers, done in members:
+            if done is not None:
+                done()
+        self._settle(len(members))
+
+    def _requeue(self, members: list[Entry]) -> None:
+        self._queue[:0] = members
+        self._wakeup.set()
+
+    def _settle(self, count: int) -> None:
+        self.pending -= count
+        if self.pending == 0:
+            self._drained.set()
+        if self.paused and self.pending <= self.max_pending // 2:
+            self.paused = False
+            log.info("Kafka caught up: resuming socket reads")
+            self.on_pressure(False)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until nothing waits on Kafka (or the timeout); True when drained."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
