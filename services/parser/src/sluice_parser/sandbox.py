@@ -1,0 +1,234 @@
+"""The JavaScript payload-parser sandbox: runs TagoIO-style parser scripts on QuickJS.
+
+A parser is a script body that reads and may reassign the global `payload`; it also sees
+`device`, `raw_payload`, `Buffer` and `console`, and nothing of the host. Runs are limited in
+CPU time, memory and stack, and no run can see what an earlier one left behind.
+
+Isolation: one *hardened* realm serves most runs. Its built-ins are frozen, so a script
+cannot change what the next one sees; after each run the realm removes the globals the script
+added and reports whether it is pristine; if not (or after a timeout, an out-of-memory error
+or a job left queued) the realm is thrown away and a new one is booted. Scripts whose source
+extends built-ins (`Array.prototype.sum = ...`, `Math.clamp = ...`), which would find them
+frozen there, or uses eval get a throwaway realm of their own per run, with Node's semantics.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+from types import TracebackType
+from typing import Any
+
+from sluice_parser.realm import ParserRealm, RealmBroken, ScriptError
+
+MAX_CODE_BYTES = 64 * 1024
+BUILTIN_PARSERS: tuple[str, ...] = ("json-flatten", "senml", "cayenne-lpp")
+
+# Replace the shared realm when it has grown this far towards its memory limit (a safety
+# net: garbage in reference cycles and cached functions are what stays between runs).
+_MEMORY_REFRESH_SHARE = 0.5
+_MEMORY_CHECK_EVERY = 1000
+
+_BUILTIN_NAMES = (
+    "Object|Function|Array|String|Number|Boolean|Symbol|BigInt|Math|JSON|Reflect|Date|RegExp"
+    "|Promise|Map|Set|WeakMap|WeakSet|WeakRef|Iterator|ArrayBuffer|DataView|Buffer|console"
+    "|Error|EvalError|RangeError|ReferenceError|SyntaxError|TypeError|URIError|AggregateError"
+    "|Int8Array|Uint8Array|Uint8ClampedArray|Int16Array|Uint16Array|Int32Array|Uint32Array"
+    "|Float16Array|Float32Array|Float64Array|BigInt64Array|BigUint64Array"
+)
+_MEMBER = r"(?:\s*\.\s*[A-Za-z_$][\w$]*|\s*\[[^\]\n]*\])"
+# Source that needs Node's exact semantics where the shared realm differs: it (probably)
+# modifies a built-in (assignment to a member of a built-in global, Object.assign onto one,
+# `__proto__`, the reflective calls that redefine properties and prototypes), or uses eval.
+# Only the choice of realm depends on it, never isolation.
+_NEEDS_OWN_REALM = re.compile(
+    r"__proto__|\b(?:setPrototypeOf|defineProperty|defineProperties|eval)\b"
+    rf"|\bassign\s*\(\s*(?:{_BUILTIN_NAMES})\b"
+    rf"|(?<![\w$.])(?:{_BUILTIN_NAMES}){_MEMBER}+\s*(?:[-+*/%&|^]|\*\*|<<|>>>?|&&|\|\||\?\?)?=(?![=>])"
+)
+
+
+class ParserCodeTooLarge(ValueError):
+    """The parser source is longer than the sandbox accepts."""
+
+
+@dataclass
+class ParserRun:
+    payload: Any  # what the script left in `payload`, as JSON-compatible Python values
+    console: list[str]  # "log: ...", "error: ..." lines in order
+    error: str | None  # None on success, else a message for the Live Inspector
+    duration_ms: float
+
+
+_encode_json = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    source: str  # what the engine compiles (lone surrogates replaced)
+    size: int  # UTF-8 bytes of the code as given
+    own_realm: bool  # needs a throwaway realm of its own for each run
+    uses_raw: bool  # names raw_payload (no Buffer is built for scripts that never read it)
+
+
+@lru_cache(maxsize=256)
+def _script(code: str) -> _Script:
+    size = len(code.encode("utf-8", "surrogatepass"))
+    # The engine takes UTF-8: lone surrogates cannot cross, replace them.
+    source = code if code.isascii() else code.encode("utf-8", "replace").decode("utf-8")
+    needs_own_realm = _NEEDS_OWN_REALM.search(source) is not None
+    return _Script(source, size, needs_own_realm, "raw_payload" in source)
+
+
+@cache
+def builtin_parser(name: str) -> str:
+    """The JavaScript source of a built-in parser from the library (see BUILTIN_PARSERS)."""
+    if name not in BUILTIN_PARSERS:
+        raise KeyError(
+            f"unknown built-in parser {name!r}; choose one of {', '.join(BUILTIN_PARSERS)}"
+        )
+    path = resources.files("sluice_parser").joinpath(
+        "js", "library", name.replace("-", "_") + ".js"
+    )
+    return path.read_text(encoding="utf-8")
+
+
+class ParserSandbox:
+    """Runs parser scripts; one instance may be shared by threads (runs are serialised)."""
+
+    def __init__(
+        self,
+        *,
+        time_limit: float = 1.0,
+        memory_limit: int = 64 * 2**20,
+        max_code_bytes: int = MAX_CODE_BYTES,
+    ) -> None:
+        if time_limit <= 0:
+            raise ValueError("time_limit must be a positive number of seconds")
+        self._time_limit = float(time_limit)
+        self._memory_limit = memory_limit
+        self._max_code_bytes = max_code_bytes
+        self._lock = threading.Lock()
+        self._closed = False
+        self._runs_since_check = 0
+        self._shared: ParserRealm | None = self._new_realm(harden=True)
+
+    def __enter__(self) -> ParserSandbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._shared = None
+
+    def run(
+        self,
+        code: str,
+        payload: Any,
+        device: dict[str, Any] | None = None,
+        raw_payload: bytes | None = None,
+    ) -> ParserRun:
+        """Run `code` with `payload`; script errors and limits are reported in the result.
+
+        `raw_payload` becomes a Buffer only for scripts whose source names raw_payload; others
+        see null there (building it costs more than many parsers take to run).
+        """
+        started = time.perf_counter()
+        script = _script(code)
+        if script.size > self._max_code_bytes:
+            raise ParserCodeTooLarge(
+                f"parser code is {script.size} bytes; the limit is {self._max_code_bytes} bytes"
+            )
+        payload_json = _to_json(payload, "payload")
+        device_json = _to_json(_device_view(device), "device")
+        raw = None
+        if raw_payload is not None and script.uses_raw:
+            raw = bytes(raw_payload).decode("latin-1")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the parser sandbox is closed")
+            outcome = self._run_locked(script, payload_json, device_json, raw)
+        outcome.duration_ms = (time.perf_counter() - started) * 1000.0
+        return outcome
+
+    def _run_locked(
+        self, script: _Script, payload_json: str, device_json: str, raw: str | None
+    ) -> ParserRun:
+        own_realm = script.own_realm
+        try:
+            realm = self._new_realm(harden=False) if own_realm else self._shared_realm()
+            compiled = realm.compile(script.source)
+            if isinstance(compiled, ScriptError):
+                if realm.retired:
+                    self._shared = None
+                return ParserRun(None, [], compiled.describe(), 0.0)
+            result = realm.run(compiled, payload_json, device_json, raw)
+        except RealmBroken as broken:
+            if not own_realm:
+                self._shared = None
+            return ParserRun(None, broken.console, self._limit_message(broken), 0.0)
+        if not own_realm and not result.pristine:
+            self._shared = None
+        if result.error is None:
+            return ParserRun(result.payload, result.console, None, 0.0)
+        if result.error.out_of_memory:
+            self._shared = None
+            return ParserRun(None, result.console, self._memory_message(), 0.0)
+        return ParserRun(None, result.console, result.error.describe(), 0.0)
+
+    def _shared_realm(self) -> ParserRealm:
+        realm = self._shared
+        if realm is not None:
+            self._runs_since_check += 1
+            if self._runs_since_check >= _MEMORY_CHECK_EVERY:
+                self._runs_since_check = 0
+                if realm.memory_used() > self._memory_limit * _MEMORY_REFRESH_SHARE:
+                    realm = None
+        if realm is None:
+            realm = self._shared = self._new_realm(harden=True)
+        return realm
+
+    def _new_realm(self, *, harden: bool) -> ParserRealm:
+        return ParserRealm(
+            harden=harden, time_limit=self._time_limit, memory_limit=self._memory_limit
+        )
+
+    def _limit_message(self, broken: RealmBroken) -> str:
+        if broken.kind == "timeout":
+            return f"timeout: parser exceeded {self._time_limit} s CPU time"
+        if broken.kind == "memory":
+            return self._memory_message()
+        return f"internal: the parser engine stopped: {broken.detail}"
+
+    def _memory_message(self) -> str:
+        return f"memory: parser exceeded {self._memory_limit / 2**20:g} MB"
+
+
+def _device_view(device: dict[str, Any] | None) -> dict[str, Any]:
+    if device is not None and "id" in device and "tags" in device and "params" in device:
+        return device
+    view = dict(device) if device else {}
+    view.setdefault("id", None)
+    view.setdefault("tags", [])
+    view.setdefault("params", [])
+    return view
+
+
+def _to_json(value: Any, what: str) -> str:
+    try:
+        return _encode_json(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"the {what} given to the parser is not JSON-compatible: {exc}") from exc
