@@ -1,0 +1,172 @@
+"""FastAPI dependencies as Annotated aliases: the routes read like their contract."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sluice.db.models import Account, AccountToken, Device, DeviceToken
+from sluice.ids import hash_token
+from sluice_api.context import ApiContext
+from sluice_api.errors import ApiError
+
+TOKEN_HEADERS = ("token", "device-token", "account-token", "authorization")
+LAST_AUTH_RESOLUTION = timedelta(minutes=1)
+
+# Declared for the OpenAPI document; the token is read from any of TOKEN_HEADERS or ?token=.
+_token_scheme = APIKeyHeader(name="token", auto_error=False, description="device or account token")
+_bearer_scheme = APIKeyHeader(name="Authorization", auto_error=False, description="Bearer <token>")
+
+
+def get_context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[ApiContext, Depends(get_context)]
+
+
+async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
+    async with ctx.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def request_token(request: Request) -> str | None:
+    for name in TOKEN_HEADERS:
+        value = request.headers.get(name)
+        if value:
+            value = value.strip()
+            if value.lower().startswith("bearer "):
+                value = value[7:].strip()
+            return value or None
+    return request.query_params.get("token") or None
+
+
+def _documented_token(
+    _a: Annotated[str | None, Security(_token_scheme)] = None,
+    _b: Annotated[str | None, Security(_bearer_scheme)] = None,
+) -> None:
+    return None
+
+
+async def require_admin(
+    request: Request, ctx: ContextDep, _doc: Annotated[None, Depends(_documented_token)]
+) -> None:
+    token = request_token(request)
+    admin = ctx.settings.admin_token
+    if not token:
+        raise ApiError(
+            401, "Authorization required: send the admin token in the 'Authorization' header"
+        )
+    if not admin or not hmac.compare_digest(token, admin):
+        raise ApiError(401, "Invalid admin token")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+
+
+@dataclass
+class AccountContext:
+    account: Account
+    token: AccountToken
+
+    @property
+    def id(self) -> str:
+        return self.account.id
+
+
+async def require_account(
+    request: Request, session: SessionDep, _doc: Annotated[None, Depends(_documented_token)]
+) -> AccountContext:
+    token = request_token(request)
+    if not token:
+        raise ApiError(
+            401, "Authorization required: send an account token in the 'Authorization' header"
+        )
+    row = (
+        await session.execute(
+            select(AccountToken, Account)
+            .join(Account, Account.id == AccountToken.account_id)
+            .where(AccountToken.token_hash == hash_token(token))
+        )
+    ).first()
+    if row is None:
+        raise ApiError(401, "Invalid account token")
+    account_token, account = row
+    now = datetime.now(UTC)
+    if account_token.expire_at is not None and account_token.expire_at <= now:
+        raise ApiError(401, "Account token expired")
+    if not account.active:
+        raise ApiError(403, "Account is disabled")
+    await _touch(session, account_token, now)
+    return AccountContext(account, account_token)
+
+
+AccountDep = Annotated[AccountContext, Depends(require_account)]
+
+
+@dataclass
+class DeviceContext:
+    device: Device
+    token: DeviceToken
+    account: Account
+
+    def require(self, permission: str) -> None:
+        """``read`` or ``write``; a ``full`` token may do both."""
+        if self.token.permission not in ("full", permission):
+            verb = "read data" if permission == "read" else "send data"
+            raise ApiError(
+                403, f"This device token has '{self.token.permission}' permission and cannot {verb}"
+            )
+
+
+async def require_device(
+    request: Request, session: SessionDep, _doc: Annotated[None, Depends(_documented_token)]
+) -> DeviceContext:
+    token = request_token(request)
+    if not token:
+        raise ApiError(
+            401, "Authorization required: send the device token in the 'device-token' header"
+        )
+    row = (
+        await session.execute(
+            select(DeviceToken, Device, Account)
+            .join(Device, Device.id == DeviceToken.device_id)
+            .join(Account, Account.id == Device.account_id)
+            .where(DeviceToken.token_hash == hash_token(token))
+        )
+    ).first()
+    if row is None:
+        raise ApiError(401, "Invalid device token")
+    device_token, device, account = row
+    now = datetime.now(UTC)
+    if device_token.expire_at is not None and device_token.expire_at <= now:
+        raise ApiError(401, "Device token expired")
+    if not device.active:
+        raise ApiError(403, "Device is inactive")
+    if not account.active:
+        raise ApiError(403, "Account is disabled")
+    await _touch(session, device_token, now)
+    return DeviceContext(device, device_token, account)
+
+
+DeviceDep = Annotated[DeviceContext, Depends(require_device)]
+
+
+async def _touch(session: AsyncSession, token: AccountToken | DeviceToken, now: datetime) -> None:
+    """Record ``last_authorization``, at most once a minute per token."""
+    last = token.last_authorization
+    if last is None or now - last >= LAST_AUTH_RESOLUTION:
+        token.last_authorization = now
+        await session.commit()

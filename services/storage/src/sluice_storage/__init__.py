@@ -1,0 +1,1 @@
+"""Sluice storage service."""
