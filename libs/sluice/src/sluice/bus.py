@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from sluice import records
+from sluice import metrics, records
 from sluice.settings import SluiceSettings
 
 log = logging.getLogger("sluice.bus")
@@ -134,6 +134,7 @@ async def dead_letter(
         ("dead_offset", str(record.offset).encode()),
     ]
     await producer.send_and_wait(topics.dead_letter, record.value, key=record.key, headers=headers)
+    metrics.dead_letters.labels(service, reason.split(":", 1)[0][:40]).inc()
     log.warning(
         "dead-lettered record",
         extra={
@@ -200,11 +201,13 @@ class ConsumerLoop:
                 continue
             flat = [rec for recs in batch.values() for rec in recs]
             self.idle.clear()
+            started = time.monotonic()
             try:
                 await self.handler(flat)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                metrics.batch_failures.labels(self.name).inc()
                 log.exception(
                     "%s: batch of %d failed; retrying in %.1fs", self.name, len(flat), delay
                 )
@@ -218,6 +221,14 @@ class ConsumerLoop:
             await self._commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
             self.processed += len(flat)
             self.last_batch_at = time.monotonic()
+            metrics.batch_seconds.labels(self.name).observe(self.last_batch_at - started)
+            for tp, recs in batch.items():
+                metrics.records_consumed.labels(self.name, tp.topic).inc(len(recs))
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None:
+                    metrics.consumer_lag.labels(self.name, tp.topic).set(
+                        highwater - recs[-1].offset - 1
+                    )
             self.idle.set()
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:

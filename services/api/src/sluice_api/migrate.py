@@ -23,7 +23,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-async def upgrade(database_url: str, revision: str = "head") -> None:
+async def upgrade(database_url: str, revision: str = "heads") -> None:
+    """Apply migrations. Features add revisions on their own branches; ``heads`` takes all."""
     engine = create_engine(database_url)
     try:
         async with engine.begin() as conn:
