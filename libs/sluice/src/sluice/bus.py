@@ -183,6 +183,7 @@ class ConsumerLoop:
         self.idle.set()
         self.assigned: set[TopicPartition] = set()
         self.joined = False
+        self.lag: dict[TopicPartition, int] = {}
         self.processed = 0
         self.last_batch_at = 0.0
 
@@ -226,9 +227,10 @@ class ConsumerLoop:
                 metrics.records_consumed.labels(self.name, tp.topic).inc(len(recs))
                 highwater = self.consumer.highwater(tp)
                 if highwater is not None:
-                    metrics.consumer_lag.labels(self.name, tp.topic).set(
-                        highwater - recs[-1].offset - 1
-                    )
+                    self.lag[tp] = highwater - recs[-1].offset - 1
+            for topic in {tp.topic for tp in batch}:
+                total = sum(lag for tp, lag in self.lag.items() if tp.topic == topic)
+                metrics.consumer_lag.labels(self.name, topic).set(total)
             self.idle.set()
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
