@@ -302,11 +302,11 @@ class Tail:
 
     async def batches(self, stop: asyncio.Event, poll_ms: int = 100) -> Any:
         """Yield lists of records as they arrive, until ``stop`` is set."""
-        not_before = self.not_before
         while not stop.is_set():
             batch = await self.consumer.getmany(timeout_ms=poll_ms, max_records=2000)
             if not batch:
                 continue
+            not_before = self.not_before  # may move: a paused partition resumes "from now"
             out = [rec for recs in batch.values() for rec in recs if rec.timestamp >= not_before]
             if out:
                 yield out

@@ -33,22 +33,25 @@ def allowed_topic(rules: Sequence[Rule], device_id: str, access: str, topic: str
     return False
 
 
-def _overlap(a: list[str], b: list[str]) -> bool:
-    """Could some topic match both filters (given as level lists)?"""
-    for i, level in enumerate(a):
-        if level == "#" or (i < len(b) and b[i] == "#"):
+def covers(rule: list[str], wanted: list[str]) -> bool:
+    """Does every topic the ``wanted`` filter can match also match ``rule`` (level lists)?"""
+    for i, level in enumerate(rule):
+        if level == "#":
             return True
-        if i >= len(b):
+        if i >= len(wanted):
             return False
-        if level != "+" and b[i] != "+" and level != b[i]:
+        if wanted[i] == "#":
             return False
-    return len(a) == len(b) or (len(b) == len(a) + 1 and b[-1] == "#")
+        if level != "+" and level != wanted[i]:
+            return False
+    return len(wanted) == len(rule)
 
 
 def allowed_filter(rules: Sequence[Rule], device_id: str, topic_filter: str) -> bool:
-    """May this device subscribe to the filter? Allowed when an allow rule overlaps it.
+    """May this device subscribe to the filter? Only when an allow rule covers all of it.
 
-    Deny rules that overlap only part of a filter are enforced per message at delivery.
+    A deny rule that covers the whole filter refuses it; one that covers part of it is
+    enforced per message at delivery (see ``allowed_topic``).
     """
     if not rules:
         return True
@@ -56,11 +59,6 @@ def allowed_filter(rules: Sequence[Rule], device_id: str, topic_filter: str) -> 
     for rule in rules:
         if not _applies(rule, "subscribe"):
             continue
-        rule_levels = _filter(rule, device_id).split("/")
-        if rule.get("action", "allow") == "deny":
-            if rule_levels == levels or (rule_levels == ["#"]):
-                return False
-            continue
-        if _overlap(levels, rule_levels):
-            return True
+        if covers(_filter(rule, device_id).split("/"), levels):
+            return bool(rule.get("action", "allow") == "allow")
     return False

@@ -14,6 +14,7 @@ from sluice import bus, records
 from sluice.config import ConfigStore
 from sluice.db import create_engine, session_factory
 from sluice.service import database_check, start_health
+from sluice_gateway import gwmetrics
 from sluice_gateway.cluster import ClusterFeed, session_connected_event
 from sluice_gateway.connection import Connection
 from sluice_gateway.events import EventSink
@@ -113,6 +114,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         )
 
     node.on_session_connected = announce
+    gwmetrics.register(node)
     feed = ClusterFeed(node, settings, topics)
     await feed.start(stop)
 

@@ -9,7 +9,7 @@ subscription identifier (MQTT 5).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sluice.topicfilter import TopicTree, match_topic
@@ -51,6 +51,16 @@ class Broker:
         self.spaces: dict[str, AccountSpace] = {}
         self.routed = 0
         self.delivered = 0
+        self.subscription_count = 0
+        # Called with True when the node gets its first subscription, False when the last goes:
+        # a node without subscribers has no use for other nodes' messages.
+        self.on_interest: Callable[[bool], None] = lambda interested: None
+
+    def _count(self, delta: int) -> None:
+        before = self.subscription_count
+        self.subscription_count += delta
+        if (before == 0) != (self.subscription_count == 0):
+            self.on_interest(self.subscription_count > 0)
 
     def space(self, account: str) -> AccountSpace:
         space = self.spaces.get(account)
@@ -77,7 +87,10 @@ class Broker:
         del space.sessions[session.client_id]
         for sub in session.subscriptions.values():
             space.tree.remove(sub.topic_filter, sub)
+        removed = len(session.subscriptions)
         session.subscriptions.clear()
+        if removed:
+            self._count(-removed)
         if space.empty():
             del self.spaces[session.account]
 
@@ -91,6 +104,8 @@ class Broker:
             space.tree.remove(old.topic_filter, old)
         session.subscriptions[sub.key] = sub
         space.tree.add(sub.topic_filter, sub)
+        if old is None:
+            self._count(1)
         return old is None
 
     def unsubscribe(self, session: Session, key: str) -> bool:
@@ -100,6 +115,7 @@ class Broker:
         space = self.spaces.get(session.account)
         if space is not None:
             space.tree.remove(sub.topic_filter, sub)
+        self._count(-1)
         return True
 
     # -- routing --------------------------------------------------------------------
@@ -113,7 +129,7 @@ class Broker:
         """Deliver to every matching session of the account; returns how many got it."""
         space = self.spaces.get(account)
         self.routed += 1
-        if space is None:
+        if space is None or not space.tree:
             return 0
         matches = space.tree.match(msg.topic)
         if not matches:

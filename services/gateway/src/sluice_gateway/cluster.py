@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from sluice import bus, config, records
@@ -50,12 +51,59 @@ class ClusterFeed:
         self.live = bus.Tail(settings, [topics.uplink, topics.downlink, topics.control])
         self.retained = bus.Tail(settings, [topics.retained], from_beginning=True)
         self.remote_delivered = 0
+        self.reading_uplink = True
+        self.uplink_ends: dict[TopicPartition, int] = {}
         node.store.listeners.append(self.on_control)
+        node.broker.on_interest = self.follow_uplink
 
     async def start(self, stop: asyncio.Event) -> None:
         await self.live.start(stop)
         await self.retained.start(stop)
         await self._load_retained(stop)
+        self.uplink_ends = await self.live.consumer.end_offsets(self._uplink_partitions())
+        self.follow_uplink(self.node.broker.subscription_count > 0)
+
+    def follow_uplink(self, interested: bool) -> None:
+        """Read other nodes' publishes only while this node has subscriptions.
+
+        A node without subscribers would decode every message of the cluster (its own
+        included) for nothing. When the first subscription arrives, reading resumes
+        from the end: messages published before a subscription existed are not due to it.
+        """
+        if interested == self.reading_uplink:
+            return
+        self.reading_uplink = interested
+        consumer = self.live.consumer
+        partitions = self._uplink_partitions()
+        if not interested:
+            consumer.pause(*partitions)
+            return
+        # Resume at once from the ends last seen while paused (at most ~0.5 s old); the
+        # records in between are older than the subscription and filtered by time.
+        self.live.not_before = records.now_ms() - 1000
+        for tp in partitions:
+            end = self.uplink_ends.get(tp)
+            if end is not None:
+                consumer.seek(tp, end)
+        consumer.resume(*partitions)
+
+    def _uplink_partitions(self) -> list[TopicPartition]:
+        return [tp for tp in self.live.consumer.assignment() if tp.topic == self.topics.uplink]
+
+    async def _track_uplink_ends(self, stop: asyncio.Event) -> None:
+        """While paused, remember where the uplink ends, so resuming needs no round trip."""
+        while not stop.is_set():
+            if not self.reading_uplink:
+                try:
+                    self.uplink_ends = await self.live.consumer.end_offsets(
+                        self._uplink_partitions()
+                    )
+                except KafkaError as exc:
+                    log.debug("could not read uplink end offsets: %s", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except TimeoutError:
+                pass
 
     async def _load_retained(self, stop: asyncio.Event) -> None:
         """Read the retained topic up to its end before clients arrive."""
@@ -84,7 +132,9 @@ class ClusterFeed:
         self.node.broker.set_retained(account, msg)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.gather(self._run_live(stop), self._run_retained(stop))
+        await asyncio.gather(
+            self._run_live(stop), self._run_retained(stop), self._track_uplink_ends(stop)
+        )
 
     async def _run_retained(self, stop: asyncio.Event) -> None:
         async for batch in self.retained.batches(stop):
@@ -145,8 +195,10 @@ class ClusterFeed:
                 )
         elif kind == SESSION_CONNECTED and event.get("node") != node.node_id:
             owner, client_id = event.get("account"), event.get("client_id")
+            at = int(event.get("at", 0))
+            # Only sessions older than the announcing one: events can arrive late.
             node.disconnect_where(
-                lambda s: s.account == owner and s.client_id == client_id,
+                lambda s: s.account == owner and s.client_id == client_id and s.connected_at < at,
                 "session taken over on another gateway",
                 c.SESSION_TAKEN_OVER,
             )

@@ -284,6 +284,7 @@ class Connection(asyncio.Protocol):
 
     def refuse_publish(self, packet: Publish, reason: str, code: int) -> None:
         """Refuse one publish: a reason code on MQTT 5, a closed connection on 3.x."""
+        self.node.stats["refused"] += 1
         self.node.events.emit(
             self.session,
             "publish_refused",

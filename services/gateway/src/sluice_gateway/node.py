@@ -31,6 +31,8 @@ from sluice_gateway.uplink import UplinkProducer
 
 log = logging.getLogger("sluice.gateway")
 
+QOS_HEADER = (b"0", b"1", b"2")
+
 
 @dataclass(slots=True)
 class Will:
@@ -67,7 +69,7 @@ class GatewayNode:
         self.connections: set[Connection] = set()
         self.reading_paused = False
         self.default_max_packet = 256 * 1024
-        self._id_prefix = os.urandom(5).hex()
+        self._id_prefix = os.urandom(5).hex().encode()
         self._counter = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._auth_failures: dict[str, tuple[float, int]] = {}
@@ -165,7 +167,8 @@ class GatewayNode:
             if isinstance(old_conn, Connection):
                 old_conn.close("session taken over by a new connection", c.SESSION_TAKEN_OVER)
         session_present = False
-        self._cancel_will(info.account_id, client_id, send=True)
+        # A delayed will is dropped when the session goes on, and due when it ends here.
+        self._cancel_will(info.account_id, client_id, send=packet.clean_start)
         if old is not None and (packet.clean_start or old.device_id != info.device_id):
             self.broker.remove_session(old)
             old = None
@@ -283,22 +286,27 @@ class GatewayNode:
                 )
         return None
 
-    def _next_message_id(self) -> bytes:
-        self._counter += 1
-        return f"{self._id_prefix}{self._counter:014x}".encode()
+    def _static_headers(self, session: Session) -> list[tuple[str, bytes]]:
+        headers = session.record_headers
+        if headers is None:
+            headers = session.record_headers = [
+                ("account", session.account.encode()),
+                ("device", session.device_id.encode()),
+                ("origin", self.origin),
+                ("schema", b"1"),
+                ("client_id", session.client_id.encode()),
+            ]
+        return headers
 
     def publish(self, session: Session, msg: Message, done: Callable[[], None] | None) -> None:
         """A message from a local client (or its will): to Kafka, retained store, subscribers."""
+        self._counter += 1
         headers = [
-            ("message_id", self._next_message_id()),
-            ("account", session.account.encode()),
-            ("device", session.device_id.encode()),
+            ("message_id", b"%s%014x" % (self._id_prefix, self._counter)),
             ("topic", msg.topic.encode()),
-            ("qos", b"%d" % msg.qos),
+            ("qos", QOS_HEADER[msg.qos]),
             ("received_at", b"%d" % (time.time_ns() // 1_000_000)),
-            ("origin", self.origin),
-            ("schema", b"1"),
-            ("client_id", session.client_id.encode()),
+            *self._static_headers(session),
         ]
         if msg.retain:
             headers.append(("retain", b"1"))

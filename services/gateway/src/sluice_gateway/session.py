@@ -110,6 +110,8 @@ class Session:
     queue: deque[Outgoing] = field(default_factory=deque)
     incoming_qos2: dict[int, bool] = field(default_factory=dict)  # packet id -> stored in Kafka
     disconnected_at: float | None = None
+    connected_at: int = 0  # epoch ms of the last CONNECT that took this session
+    record_headers: list[tuple[str, bytes]] | None = None  # the envelope's per-session part
     dropped: int = 0
     _next_id: int = 0
 
@@ -198,6 +200,7 @@ class Session:
         """A connection took this session: resend what is in flight (DUP), then the queue."""
         self.link = link
         self.disconnected_at = None
+        self.connected_at = time.time_ns() // 1_000_000
         now = time.monotonic()
         for packet_id, out in list(self.inflight.items()):
             if out.released:
