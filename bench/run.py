@@ -1,0 +1,365 @@
+"""``make bench``: named scenarios against Sluice and, where it applies, Mosquitto on the same
+machine in the same run. Each scenario prints one JSON line; ``--report`` rewrites
+docs/benchmarks.md's results table and chart from the JSON lines of this run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from loadgen import Target, percentile, run_in_processes
+
+from sluice import bus, records
+from sluice.embedded import EmbeddedKafka, free_port
+from sluice.settings import SluiceSettings
+from sluice.testing.stack import Stack
+
+Scenario = Callable[[dict[str, Any], "Brokers"], list[dict[str, Any]]]
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(name: str) -> Callable[[Scenario], Scenario]:
+    def register(fn: Scenario) -> Scenario:
+        SCENARIOS[name] = fn
+        return fn
+
+    return register
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Brokers:
+    """Sluice (Tansu + gateway + api, or the whole stack) and Mosquitto, started on demand."""
+
+    def __init__(self, workdir: Path, full_stack: bool, database_url: str | None) -> None:
+        self.workdir = workdir
+        self.full_stack = full_stack
+        self.database_url = database_url
+        self.kafka: EmbeddedKafka | None = None
+        self.stack: Stack | None = None
+        self.mosquitto: subprocess.Popen[bytes] | None = None
+        self.mosquitto_port = 0
+        self.tokens: list[str] = []
+        self.account_token = ""
+        self.device_id = ""
+
+    def sluice(self) -> Target:
+        if self.stack is None:
+            self.kafka = EmbeddedKafka(log_path=self.workdir / "tansu.log")
+            self.kafka.start()
+            asyncio.run(self.kafka.wait_ready())
+            url = self.database_url or f"sqlite+aiosqlite:///{self.workdir / 'bench.db'}"
+            from sluice_api.migrate import upgrade
+
+            asyncio.run(upgrade(url))
+            settings = SluiceSettings(kafka_bootstrap=self.kafka.bootstrap, topic_partitions=8)
+            asyncio.run(bus.ensure_topics(settings, records.TopicNames("sluice.")))
+            services = (
+                ("storage", "parser", "actions", "gateway", "api")
+                if self.full_stack
+                else ("gateway", "api")
+            )
+            self.stack = Stack(
+                self.kafka.bootstrap,
+                url,
+                "sluice.",
+                self.workdir / "logs",
+                services=services,
+                extra_env={"SLUICE_LOG_LEVEL": "WARNING"},
+            )
+            self.stack.start()
+            account = self.stack.create_account("bench", plan="scale")
+            self.account_token = account["token"]
+            device = self.stack.create_device(self.account_token, name="bench", type="mutable")
+            self.device_id = device["device_id"]
+            self.tokens = [device["token"]]
+        return Target("127.0.0.1", self.stack.mqtt_port, self.tokens)
+
+    def gateway_pid(self) -> int:
+        assert self.stack is not None
+        proc = self.stack.processes["gateway"].process
+        assert proc is not None
+        return proc.pid
+
+    def mosquitto_target(self) -> Target:
+        if self.mosquitto is None:
+            binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+            self.mosquitto_port = free_port()
+            conf = self.workdir / "mosquitto.conf"
+            conf.write_text(
+                f"listener {self.mosquitto_port} 127.0.0.1\nallow_anonymous true\n"
+                "max_inflight_messages 0\nmax_queued_messages 100000\npersistence false\n"
+            )
+            self.mosquitto = subprocess.Popen(
+                [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            time.sleep(0.5)
+        return Target("127.0.0.1", self.mosquitto_port)
+
+    def stop(self) -> None:
+        if self.stack is not None:
+            self.stack.stop()
+        if self.kafka is not None:
+            self.kafka.stop()
+        if self.mosquitto is not None:
+            self.mosquitto.terminate()
+            self.mosquitto.wait()
+
+
+def publish_jobs(
+    target: Target, publishers: int, processes: int, **job: Any
+) -> list[dict[str, Any]]:
+    per = [
+        publishers // processes + (1 if i < publishers % processes else 0) for i in range(processes)
+    ]
+    jobs, first = [], 0
+    for count in per:
+        if count:
+            jobs.append(
+                {
+                    "kind": "publish",
+                    "host": target.host,
+                    "port": target.port,
+                    "tokens": target.tokens,
+                    "first": first,
+                    "count": count,
+                    **job,
+                }
+            )
+            first += count
+    return jobs
+
+
+def measure_publish(target: Target, cfg: dict[str, Any], qos: int) -> dict[str, Any]:
+    jobs = publish_jobs(
+        target,
+        cfg["publishers"],
+        cfg["processes"],
+        kind="publish",
+        topic="bench/{n}",
+        qos=qos,
+        size=cfg["size"],
+        duration=cfg["duration"],
+        window=cfg["window"],
+    )
+    results = run_in_processes(jobs)
+    acked = sum(r["stats"]["acked"] for r in results)
+    seconds = max(r["seconds"] for r in results)
+    return {
+        "msgs_per_s": round(acked / cfg["duration"]),
+        "acked": int(acked),
+        "seconds": round(seconds, 1),
+    }
+
+
+@scenario("qos1-publish")
+def qos1_publish(cfg: dict[str, Any], brokers: Brokers) -> list[dict[str, Any]]:
+    """QoS 1, 10 publishers, 64-byte payloads; Sluice acks only after Kafka (acks=all)."""
+    out = []
+    for name, target in (("sluice", brokers.sluice()), ("mosquitto", brokers.mosquitto_target())):
+        figures = measure_publish(target, cfg, qos=1)
+        out.append(
+            {
+                "scenario": "qos1-publish",
+                "broker": name,
+                "publishers": cfg["publishers"],
+                "payload": cfg["size"],
+                **figures,
+            }
+        )
+    return out
+
+
+def _fan_in(target: Target, cfg: dict[str, Any]) -> dict[str, Any]:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    ready = ctx.Event()
+    proc = ctx.Process(target=_subscriber_process, args=(child, target, cfg, ready), daemon=True)
+    proc.start()
+    ready.wait(30)
+    jobs = publish_jobs(
+        target,
+        cfg["publishers"],
+        max(1, cfg["processes"] - 1),
+        kind="publish",
+        topic="fanin/{n}",
+        qos=0,
+        size=cfg["size"],
+        duration=cfg["duration"],
+        window=0,
+    )
+    sent = sum(r["stats"]["sent"] for r in run_in_processes(jobs))
+    received, latencies = parent.recv()
+    proc.join()
+    return {
+        "msgs_per_s": round(received / cfg["duration"]),
+        "sent": int(sent),
+        "received": int(received),
+        "p50_ms": round(percentile(latencies, 0.5), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+    }
+
+
+def _subscriber_process(conn: Any, target: Target, cfg: dict[str, Any], ready: Any) -> None:
+    import uvloop
+    from loadgen import subscriber
+
+    async def main() -> tuple[float, list[int]]:
+        stats = {"received": 0.0}
+        latencies: list[int] = []
+        client = await subscriber(target, 999, "fanin/#", 0, stats, latencies)
+        ready.set()
+        await asyncio.sleep(cfg["duration"] + 3)
+        client.transport.close()
+        return stats["received"], latencies
+
+    uvloop.install()
+    conn.send(asyncio.run(main()))
+
+
+@scenario("fan-in")
+def fan_in(cfg: dict[str, Any], brokers: Brokers) -> list[dict[str, Any]]:
+    """QoS 0, 10 publishers → 1 subscriber (delivered rate and latency)."""
+    out = []
+    for name, target in (("sluice", brokers.sluice()), ("mosquitto", brokers.mosquitto_target())):
+        out.append(
+            {
+                "scenario": "fan-in",
+                "broker": name,
+                "publishers": cfg["publishers"],
+                "payload": cfg["size"],
+                **_fan_in(target, cfg),
+            }
+        )
+    return out
+
+
+@scenario("conn-10k")
+def conn_10k(cfg: dict[str, Any], brokers: Brokers) -> list[dict[str, Any]]:
+    """10k idle authenticated connections held by one gateway process: RSS and connect rate."""
+    target = brokers.sluice()
+    pid = brokers.gateway_pid()
+    before = rss_mb(pid)
+    count = cfg["connections"]
+    processes = cfg["processes"]
+    jobs = [
+        {
+            "kind": "idle",
+            "host": target.host,
+            "port": target.port,
+            "tokens": target.tokens,
+            "first": i * (count // processes),
+            "count": count // processes,
+            "hold": 4,
+        }
+        for i in range(processes)
+    ]
+    import multiprocessing as mp
+    import threading
+
+    peak = [before]
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb(pid))
+            time.sleep(0.2)
+
+    done = threading.Event()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    del mp
+    results = run_in_processes(jobs)
+    done.set()
+    sampler.join()
+    connected = sum(r["stats"]["connected"] for r in results)
+    connect_seconds = max(r["stats"]["connect_seconds"] for r in results)
+    return [
+        {
+            "scenario": "conn-10k",
+            "broker": "sluice",
+            "connections": int(connected),
+            "connects_per_s": round(connected / connect_seconds),
+            "rss_before_mb": round(before, 1),
+            "rss_peak_mb": round(peak[0], 1),
+            "rss_per_connection_kb": round((peak[0] - before) * 1024 / max(1, connected), 1),
+        }
+    ]
+
+
+QUICK = {
+    "publishers": 2,
+    "processes": 1,
+    "size": 64,
+    "duration": 1.0,
+    "window": 20,
+    "connections": 50,
+}
+FULL = {
+    "publishers": 10,
+    "processes": 2,
+    "size": 64,
+    "duration": 10.0,
+    "window": 100,
+    "connections": 10_000,
+}
+
+
+@contextmanager
+def brokers_for(full_stack: bool, database_url: str | None) -> Iterator[Brokers]:
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+        brokers = Brokers(Path(tmp), full_stack, database_url)
+        try:
+            yield brokers
+        finally:
+            brokers.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "scenarios", nargs="*", default=list(SCENARIOS), help=f"any of {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny configuration (used by the tests)"
+    )
+    parser.add_argument("--out", type=Path, help="append the JSON lines to this file")
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    lines = []
+    with brokers_for(
+        full_stack=False, database_url=os.environ.get("SLUICE_BENCH_DATABASE_URL")
+    ) as brokers:
+        for name in args.scenarios:
+            for line in SCENARIOS[name](cfg, brokers):
+                line["quick"] = args.quick
+                print(json.dumps(line), flush=True)
+                lines.append(line)
+    if args.out:
+        with args.out.open("a") as fh:
+            for line in lines:
+                fh.write(json.dumps(line) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
