@@ -67,6 +67,7 @@ def make_group_consumer(
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": 1000,
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
         "client_id": f"sluice-{settings.node_id}",
     }
     if settings.kafka_fast_groups:
@@ -274,6 +275,7 @@ class Tail:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             client_id=f"sluice-{settings.node_id}-tail",
         )
         self.not_before = 0 if from_beginning else records.now_ms() - skew_ms

@@ -48,6 +48,13 @@ class SluiceSettings(BaseSettings):
         description="Short consumer-group timeouts (embedded broker and tests only)",
     )
     kafka_linger_ms: int = 2
+    kafka_fetch_max_wait_ms: int = Field(
+        default=25,
+        description=(
+            "Longest a fetch waits for data. Tansu always waits this long, so it bounds the "
+            "latency of each pipeline hop; Apache Kafka answers as soon as data arrives"
+        ),
+    )
     topic_prefix: str = "sluice."
     topic_partitions: int = 8
     node_id: str = Field(default_factory=default_node_id)
