@@ -141,8 +141,15 @@ async def publisher(
     duration: float,
     window: int,
     stats: dict[str, float],
+    rate: float = 0.0,
+    json_items: bool = False,
 ) -> None:
-    """Publish for ``duration`` seconds keeping ``window`` unacknowledged (QoS > 0)."""
+    """Publish for ``duration`` seconds keeping ``window`` unacknowledged (QoS > 0).
+
+    ``rate`` (messages/s for this publisher, 0 = as fast as acks allow) paces the sends;
+    ``json_items`` sends TagoIO data items whose ``time`` is the publish time, so storage
+    latency can be read from the rows (created_at - time).
+    """
     inflight = 0
     acked = asyncio.Event()
 
@@ -158,19 +165,31 @@ async def publisher(
     deadline = time.monotonic() + duration
     pid = 0
     write = client.transport.write
+    tick = 0.01
+    started = time.monotonic()
+    sent_here = 0
     while time.monotonic() < deadline:
         if qos:
             while inflight >= window:
                 acked.clear()
                 await acked.wait()
         burst = window - inflight if qos else 64
+        if rate:
+            due = int((time.monotonic() - started) * rate) - sent_here
+            if due <= 0:
+                await asyncio.sleep(tick)
+                continue
+            burst = min(burst, due) if qos else due
         chunk = []
-        stamp = STAMP.pack(time.time_ns())
+        now_ns = time.time_ns()
+        if json_items:
+            body_json = b'{"variable":"bench","value":%d,"time":%d}' % (index, now_ns // 1_000_000)
+        stamp = STAMP.pack(now_ns)
         for _ in range(burst):
             pid = pid % 65535 + 1
-            chunk.append(
-                encode_publish(topic_b, stamp + body, qos, False, False, pid if qos else None, 4)
-            )
+            data = body_json if json_items else stamp + body
+            chunk.append(encode_publish(topic_b, data, qos, False, False, pid if qos else None, 4))
+        sent_here += len(chunk)
         inflight += len(chunk) if qos else 0
         stats["sent"] += len(chunk)
         write(b"".join(chunk))
@@ -234,10 +253,23 @@ async def _run_job(job: dict[str, Any]) -> dict[str, Any]:
                     job["duration"],
                     job["window"],
                     stats,
+                    rate=job.get("rate", 0.0),
+                    json_items=job.get("json_items", False),
                 )
                 for i in range(job["count"])
             )
         )
+    elif kind == "subscribe":
+        clients = []
+        for i in range(job["count"]):
+            n = job["first"] + i
+            clients.append(
+                await subscriber(target, n, job["filter"].format(n=n), job["qos"], stats, latencies)
+            )
+        job["ready"].set()
+        await asyncio.sleep(job["hold"])
+        for c in clients:
+            c.transport.close()
     elif kind == "idle":
         clients = []
         for i in range(job["count"]):
@@ -250,21 +282,32 @@ async def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     return {"stats": stats, "latencies": latencies, "seconds": time.monotonic() - started}
 
 
-def run_in_processes(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run each job in its own process; return their results."""
+def start_processes(jobs: list[dict[str, Any]]) -> list[Any]:
+    """Start each job in its own process; ``collect`` gathers their results."""
     ctx = mp.get_context("fork")
-    pipes = []
-    procs = []
+    running = []
     for job in jobs:
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_worker, args=(child, job), daemon=True)
         proc.start()
-        pipes.append(parent)
-        procs.append(proc)
-    results = [p.recv() for p in pipes]
-    for proc in procs:
+        running.append((parent, proc))
+    return running
+
+
+def collect(running: list[Any]) -> list[dict[str, Any]]:
+    results = [parent.recv() for parent, _ in running]
+    for _, proc in running:
         proc.join()
     return results
+
+
+def new_event() -> Any:
+    return mp.get_context("fork").Event()
+
+
+def run_in_processes(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run each job in its own process; return their results."""
+    return collect(start_processes(jobs))
 
 
 def percentile(values: list[int], q: float) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from loadgen import Target, percentile, run_in_processes
+from loadgen import Target, collect, new_event, percentile, run_in_processes, start_processes
 
 from sluice import bus, records
 from sluice.embedded import EmbeddedKafka, free_port
@@ -49,8 +49,11 @@ def rss_mb(pid: int) -> float:
 class Brokers:
     """Sluice (Tansu + gateway + api, or the whole stack) and Mosquitto, started on demand."""
 
-    def __init__(self, workdir: Path, full_stack: bool, database_url: str | None) -> None:
+    def __init__(
+        self, workdir: Path, full_stack: bool, database_url: str | None, devices: int = 10
+    ) -> None:
         self.workdir = workdir
+        self.devices = devices
         self.full_stack = full_stack
         self.database_url = database_url
         self.kafka: EmbeddedKafka | None = None
@@ -59,7 +62,6 @@ class Brokers:
         self.mosquitto_port = 0
         self.tokens: list[str] = []
         self.account_token = ""
-        self.device_id = ""
 
     def sluice(self) -> Target:
         if self.stack is None:
@@ -88,9 +90,20 @@ class Brokers:
             self.stack.start()
             account = self.stack.create_account("bench", plan="scale")
             self.account_token = account["token"]
-            device = self.stack.create_device(self.account_token, name="bench", type="mutable")
-            self.device_id = device["device_id"]
-            self.tokens = [device["token"]]
+            # One device per publisher: records are keyed by device, so several devices
+            # spread the pipeline over partitions as real fleets do.
+            for n in range(self.devices):
+                device = self.stack.create_device(
+                    self.account_token, name=f"bench-{n}", tags=[{"key": "bench", "value": "1"}]
+                )
+                self.tokens.append(device["token"])
+            self.stack.create_action(
+                self.account_token,
+                name="store bench data",
+                type="mqtt_topic",
+                trigger=[{"tag_key": "bench", "tag_value": "1", "topic": "ingest/#"}],
+                action={"type": "insert"},
+            )
         return Target("127.0.0.1", self.stack.mqtt_port, self.tokens)
 
     def gateway_pid(self) -> int:
@@ -207,6 +220,7 @@ def _fan_in(target: Target, cfg: dict[str, Any]) -> dict[str, Any]:
         size=cfg["size"],
         duration=cfg["duration"],
         window=0,
+        rate=cfg["fan_in_rate"] / cfg["publishers"],
     )
     sent = sum(r["stats"]["sent"] for r in run_in_processes(jobs))
     received, latencies = parent.recv()
@@ -239,7 +253,7 @@ def _subscriber_process(conn: Any, target: Target, cfg: dict[str, Any], ready: A
 
 @scenario("fan-in")
 def fan_in(cfg: dict[str, Any], brokers: Brokers) -> list[dict[str, Any]]:
-    """QoS 0, 10 publishers → 1 subscriber (delivered rate and latency)."""
+    """QoS 0, 10 publishers → 1 subscriber at a fixed offered rate (delivered rate, latency)."""
     out = []
     for name, target in (("sluice", brokers.sluice()), ("mosquitto", brokers.mosquitto_target())):
         out.append(
@@ -306,6 +320,236 @@ def conn_10k(cfg: dict[str, Any], brokers: Brokers) -> list[dict[str, Any]]:
     ]
 
 
+def _pub_sub(
+    target: Target,
+    cfg: dict[str, Any],
+    *,
+    subscribers: int,
+    sub_filter: str,
+    publishers: int,
+    topic: str,
+    qos: int,
+    rate: float,
+    sub_processes: int,
+) -> dict[str, Any]:
+    """Start subscribers (in their own processes), then publishers; count deliveries."""
+    ready = [new_event() for _ in range(sub_processes)]
+    per = subscribers // sub_processes
+    sub_jobs = [
+        {
+            "kind": "subscribe",
+            "host": target.host,
+            "port": target.port,
+            "tokens": target.tokens,
+            "first": i * per,
+            "count": per if i < sub_processes - 1 else subscribers - per * i,
+            "filter": sub_filter,
+            "qos": qos,
+            "hold": cfg["duration"] + 4,
+            "ready": ready[i],
+        }
+        for i in range(sub_processes)
+    ]
+    running = start_processes(sub_jobs)
+    for event in ready:
+        event.wait(120)
+    pub_jobs = publish_jobs(
+        target,
+        publishers,
+        max(1, cfg["processes"] - 1),
+        topic=topic,
+        qos=qos,
+        size=cfg["size"],
+        duration=cfg["duration"],
+        window=cfg["window"],
+        rate=rate,
+    )
+    sent = sum(r["stats"]["sent"] for r in run_in_processes(pub_jobs))
+    results = collect(running)
+    received = sum(r["stats"]["received"] for r in results)
+    latencies = [lat for r in results for lat in r["latencies"]]
+    return {
+        "published": int(sent),
+        "delivered": int(received),
+        "delivered_per_s": round(received / cfg["duration"]),
+        "p50_ms": round(percentile(latencies, 0.5), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+    }
+
+
+@scenario("p2p")
+def p2p(cfg: dict[str, Any], brokers: Brokers) -> list[dict[str, Any]]:
+    """N publishers → N subscribers, one topic each, QoS 1."""
+    n = cfg["p2p_pairs"]
+    out = []
+    for name, target in (("sluice", brokers.sluice()), ("mosquitto", brokers.mosquitto_target())):
+        figures = _pub_sub(
+            target,
+            cfg,
+            subscribers=n,
+            sub_filter="p2p/{n}",
+            publishers=n,
+            topic="p2p/{n}",
+            qos=1,
+            rate=0.0,
+            sub_processes=1,
+        )
+        out.append({"scenario": "p2p", "broker": name, "pairs": n, **figures})
+    return out
+
+
+@scenario("fan-out")
+def fan_out(cfg: dict[str, Any], brokers: Brokers) -> list[dict[str, Any]]:
+    """1 publisher → many subscribers of one topic, QoS 0, at a fixed publish rate."""
+    n = cfg["fan_out_subscribers"]
+    out = []
+    for name, target in (("sluice", brokers.sluice()), ("mosquitto", brokers.mosquitto_target())):
+        figures = _pub_sub(
+            target,
+            cfg,
+            subscribers=n,
+            sub_filter="fanout/all",
+            publishers=1,
+            topic="fanout/all",
+            qos=0,
+            rate=cfg["fan_out_rate"],
+            sub_processes=1,
+        )
+        out.append(
+            {
+                "scenario": "fan-out",
+                "broker": name,
+                "subscribers": n,
+                "publish_rate": cfg["fan_out_rate"],
+                **figures,
+            }
+        )
+    return out
+
+
+LATENCY = "extract(epoch FROM created_at - time)"
+
+
+def _rows(brokers: Brokers) -> dict[str, Any]:
+    """Row count and publish→row latency figures from the data table."""
+    import sqlalchemy as sa
+
+    from sluice.db import create_engine
+
+    async def query() -> dict[str, Any]:
+        engine = create_engine(brokers.database_url or "")
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT count(*), min(created_at), max(created_at),"
+                        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY {LATENCY}),"
+                        f" percentile_cont(0.99) WITHIN GROUP (ORDER BY {LATENCY})"
+                        " FROM data_points"
+                    )
+                )
+            ).one()
+            await conn.execute(sa.text("SELECT 1"))
+        await engine.dispose()
+        count, first, last, p50, p99 = row
+        span = (last - first).total_seconds() if count else 0.0
+        return {
+            "rows": int(count),
+            "span_s": span,
+            "p50_ms": round((p50 or 0) * 1000, 1),
+            "p99_ms": round((p99 or 0) * 1000, 1),
+        }
+
+    return asyncio.run(query())
+
+
+def _truncate(brokers: Brokers) -> None:
+    import sqlalchemy as sa
+
+    from sluice.db import create_engine
+
+    async def run() -> None:
+        engine = create_engine(brokers.database_url or "")
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DELETE FROM data_points"))
+        await engine.dispose()
+
+    asyncio.run(run())
+
+
+def _wait_rows(brokers: Brokers, expected: int, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    figures = _rows(brokers)
+    while figures["rows"] < expected and time.monotonic() < deadline:
+        time.sleep(1)
+        figures = _rows(brokers)
+    return figures
+
+
+@scenario("ingest-e2e")
+def ingest_e2e(cfg: dict[str, Any], brokers: Brokers) -> list[dict[str, Any]]:
+    """QoS 1 JSON publishes with an insert action → rows in PostgreSQL (whole pipeline)."""
+    target = brokers.sluice()
+    if not brokers.full_stack or not (brokers.database_url or "").startswith("postgres"):
+        raise SystemExit("ingest-e2e needs the whole stack on PostgreSQL (see bench/run.py --help)")
+    out = []
+    # Sustained: as fast as the pipeline takes it.
+    _truncate(brokers)
+    jobs = publish_jobs(
+        target,
+        cfg["publishers"],
+        cfg["processes"],
+        topic="ingest/{n}",
+        qos=1,
+        size=0,
+        duration=cfg["ingest_seconds"],
+        window=cfg["window"],
+        json_items=True,
+    )
+    acked = sum(r["stats"]["acked"] for r in run_in_processes(jobs))
+    figures = _wait_rows(brokers, int(acked), timeout=300)
+    out.append(
+        {
+            "scenario": "ingest-e2e",
+            "mode": "sustained",
+            "acked": int(acked),
+            "rows": figures["rows"],
+            "rows_per_s": round(figures["rows"] / max(figures["span_s"], 1e-9)),
+            "publish_seconds": cfg["ingest_seconds"],
+            "p50_ms": figures["p50_ms"],
+            "p99_ms": figures["p99_ms"],
+        }
+    )
+    # Latency at a fixed rate.
+    _truncate(brokers)
+    rate = cfg["ingest_rate"]
+    jobs = publish_jobs(
+        target,
+        cfg["publishers"],
+        cfg["processes"],
+        topic="ingest/{n}",
+        qos=1,
+        size=0,
+        duration=cfg["latency_seconds"],
+        window=cfg["window"],
+        json_items=True,
+        rate=rate / cfg["publishers"],
+    )
+    acked = sum(r["stats"]["acked"] for r in run_in_processes(jobs))
+    figures = _wait_rows(brokers, int(acked), timeout=120)
+    out.append(
+        {
+            "scenario": "ingest-e2e",
+            "mode": f"{rate:g} msg/s",
+            "acked": int(acked),
+            "rows": figures["rows"],
+            "p50_ms": figures["p50_ms"],
+            "p99_ms": figures["p99_ms"],
+        }
+    )
+    return out
+
+
 QUICK = {
     "publishers": 2,
     "processes": 1,
@@ -313,6 +557,13 @@ QUICK = {
     "duration": 1.0,
     "window": 20,
     "connections": 50,
+    "p2p_pairs": 4,
+    "fan_out_subscribers": 20,
+    "fan_out_rate": 20,
+    "ingest_seconds": 2.0,
+    "latency_seconds": 2.0,
+    "ingest_rate": 200,
+    "fan_in_rate": 2000,
 }
 FULL = {
     "publishers": 10,
@@ -321,7 +572,36 @@ FULL = {
     "duration": 10.0,
     "window": 100,
     "connections": 10_000,
+    "p2p_pairs": 100,
+    "fan_out_subscribers": 1000,
+    "fan_out_rate": 20,
+    "ingest_seconds": 60.0,
+    "latency_seconds": 30.0,
+    "ingest_rate": 5000,
+    "fan_in_rate": 70_000,
 }
+PIPELINE_SCENARIOS = {"ingest-e2e"}
+
+
+def bench_database(quick: bool) -> str | None:
+    """A fresh PostgreSQL database on the local server for the pipeline scenarios."""
+    url = os.environ.get("SLUICE_BENCH_DATABASE_URL")
+    if url:
+        return url
+    import asyncpg
+
+    name = "sluice_bench_quick" if quick else "sluice_bench"
+
+    async def create() -> None:
+        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
 
 
 @contextmanager
@@ -346,14 +626,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     lines = []
-    with brokers_for(
-        full_stack=False, database_url=os.environ.get("SLUICE_BENCH_DATABASE_URL")
-    ) as brokers:
-        for name in args.scenarios:
-            for line in SCENARIOS[name](cfg, brokers):
-                line["quick"] = args.quick
-                print(json.dumps(line), flush=True)
-                lines.append(line)
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    # MQTT-only scenarios run on gateway + API; the pipeline ones on the whole stack and
+    # PostgreSQL, each group on a fresh stack so one does not load the other.
+    groups = [
+        ([s for s in args.scenarios if s not in PIPELINE_SCENARIOS], False, None),
+        ([s for s in args.scenarios if s in PIPELINE_SCENARIOS], True, "pg"),
+    ]
+    for names, full_stack, database in groups:
+        if not names:
+            continue
+        url = bench_database(args.quick) if database == "pg" else None
+        with brokers_for(full_stack=full_stack, database_url=url) as brokers:
+            for name in names:
+                for line in SCENARIOS[name](cfg, brokers):
+                    line["quick"] = args.quick
+                    print(json.dumps(line), flush=True)
+                    lines.append(line)
     if args.out:
         with args.out.open("a") as fh:
             for line in lines:
