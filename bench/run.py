@@ -320,6 +320,31 @@ def conn_10k(cfg: dict[str, Any], brokers: Brokers) -> list[dict[str, Any]]:
     ]
 
 
+@scenario("gateway-workers")
+def gateway_workers(cfg: dict[str, Any], brokers: Brokers) -> list[dict[str, Any]]:
+    """QoS 1 publish against one gateway process and against `--workers 2` (SO_REUSEPORT)."""
+    target = brokers.sluice()
+    out = [{"scenario": "gateway-workers", "workers": 1, **measure_publish(target, cfg, qos=1)}]
+    assert brokers.stack is not None
+    port = free_port()
+    proc = brokers.stack.add(
+        "gateway-2w",
+        SLUICE_MQTT_PORT=str(port),
+        SLUICE_WS_PORT=str(free_port()),
+        SLUICE_NODE_ID="bench-2w",
+    )
+    proc.argv = [sys.executable, "-m", "sluice.cli", "gateway", "--workers", "2"]
+    brokers.stack.processes["gateway"].stop()  # one gateway at a time on this machine
+    proc.start()
+    brokers.stack.wait_ready(["gateway-2w"])
+    two = Target("127.0.0.1", port, target.tokens)
+    out.append({"scenario": "gateway-workers", "workers": 2, **measure_publish(two, cfg, qos=1)})
+    proc.stop()
+    brokers.stack.processes["gateway"].start()
+    brokers.stack.wait_ready(["gateway"])
+    return out
+
+
 def _pub_sub(
     target: Target,
     cfg: dict[str, Any],

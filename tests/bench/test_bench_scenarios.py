@@ -36,5 +36,8 @@ def test_every_scenario_runs_in_the_quick_configuration(tmp_path: Path) -> None:
     fan_out = by[("fan-out", "sluice")]
     assert fan_out["delivered"] == fan_out["published"] * fan_out["subscribers"]
     assert by[("conn-10k", "sluice")]["connections"] == 50
+    workers = [line for line in lines if line["scenario"] == "gateway-workers"]
+    assert [w["workers"] for w in workers] == [1, 2]
+    assert all(w["acked"] > 0 for w in workers)
     sustained = by[("ingest-e2e", "sustained")]
     assert sustained["rows"] == sustained["acked"] > 0  # every acknowledged publish stored

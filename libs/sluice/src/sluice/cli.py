@@ -18,7 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--no-demo", action="store_true", help="do not create the demo account")
     for name in SERVICES:
-        sub.add_parser(name, help=f"run the {name} service alone")
+        one = sub.add_parser(name, help=f"run the {name} service alone")
+        one.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="processes of this service (default SLUICE_WORKERS or 1)",
+        )
     sub.add_parser("migrate", help="apply the database migrations")
     sub.add_parser("topics", help="create the Kafka topics")
     parse = sub.add_parser("parse", help="dry-run a payload parser")
@@ -31,6 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command in SERVICES:
+        from sluice.settings import SluiceSettings
+
+        workers = args.workers or SluiceSettings().workers
+        if workers > 1:
+            from sluice.logs import configure_logging
+            from sluice.workers import run_workers
+
+            configure_logging(args.command)
+            return run_workers(args.command, workers)
         module: Any = importlib.import_module(f"sluice_{args.command}.__main__")
         module.main()
         return 0

@@ -64,6 +64,10 @@ class SluiceSettings(BaseSettings):
     health_port: int | None = Field(
         default=None, description="Port of /healthz, /readyz and /metrics (no server when unset)"
     )
+    workers: int = Field(
+        default=1, description="Processes of this service (sluice <service> --workers)"
+    )
+    reuse_port: bool = Field(default=False, description="Bind listening ports with SO_REUSEPORT")
     control_cache_ttl: float = Field(default=30.0, description="Seconds config stays cached")
 
     @field_validator("database_url")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import uvicorn
 
 from sluice.logs import configure_logging
@@ -12,10 +14,17 @@ from sluice_api.settings import ApiSettings
 def main() -> None:
     settings = ApiSettings()
     configure_logging("api", settings.log_level, settings.log_format)
+    listen: dict[str, object] = {"host": settings.api_host, "port": settings.api_port}
+    if settings.reuse_port:
+        # Several API workers share the port (sluice api --workers N).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((settings.api_host, settings.api_port))
+        listen = {"fd": sock.fileno()}
     uvicorn.run(
         create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
+        **listen,  # type: ignore[arg-type]
         log_config=None,
         access_log=False,
         loop="uvloop",

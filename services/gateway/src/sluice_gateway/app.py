@@ -118,7 +118,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     feed = ClusterFeed(node, settings, topics)
     await feed.start(stop)
 
-    reuse = settings.workers > 1
+    reuse = settings.reuse_port
     servers = [
         await listen(
             loop,

@@ -44,4 +44,3 @@ class GatewaySettings(SluiceSettings):
     auth_failures_per_minute: int = Field(
         default=10, description="Failed logins per source IP per minute"
     )
-    workers: int = 1

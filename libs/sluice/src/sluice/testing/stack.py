@@ -31,11 +31,12 @@ class ServiceProcess:
     health_url: str
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    argv: list[str] | None = None  # default: python -m sluice_<name>
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"sluice_{self.name}"],
+            self.argv or [sys.executable, "-m", f"sluice_{self.name}"],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
