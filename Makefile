@@ -35,3 +35,29 @@ format:
 
 clean:
 	rm -rf .sluice .pytest_cache .mypy_cache .ruff_cache
+
+# --- Deploy: docker compose (production shape on one host), Kubernetes manifests --------
+.PHONY: up down logs k8s-render validate-deploy
+COMPOSE ?= docker compose
+
+up:  ## Apache Kafka, PostgreSQL, Redis and every service from the image (needs a Docker engine)
+	@test -f .env || { sed -e "s/^SLUICE_ADMIN_TOKEN=.*/SLUICE_ADMIN_TOKEN=$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')/" \
+		-e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')/" \
+		.env.example > .env && echo "created .env with a random admin token and database password"; }
+	$(COMPOSE) up --build --detach --wait
+	@grep '^SLUICE_ADMIN_TOKEN=' .env
+
+down:  ## stop the compose stack (data stays in its volumes; add -v by hand to drop them)
+	$(COMPOSE) down
+
+logs:  ## follow the compose stack's logs
+	$(COMPOSE) logs --follow --tail=100
+
+k8s-render:  ## render each Kustomize overlay to build/k8s/<overlay>.yaml (no kustomize needed)
+	@for overlay in deploy/k8s/overlays/*/; do \
+		name=$$(basename $$overlay); \
+		$(BIN)/python deploy/render_k8s.py $$overlay -o build/k8s/$$name.yaml && echo "build/k8s/$$name.yaml"; \
+	done
+
+validate-deploy:  ## offline checks: compose config, hadolint, kubernetes-validate --strict per overlay
+	$(BIN)/python deploy/validate.py

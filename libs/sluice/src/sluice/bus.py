@@ -111,7 +111,11 @@ async def ensure_topics(settings: SluiceSettings, names: records.TopicNames) -> 
                 1 if short in records.SINGLE_PARTITION_TOPICS else settings.topic_partitions
             )
             config = {"cleanup.policy": "compact"} if short in records.COMPACTED_TOPICS else {}
-            wanted.append(NewTopic(full, partitions, 1, topic_configs=config))
+            replication = settings.topic_replication
+            if replication >= 3:
+                # acks=all then means "on at least two replicas" even with one broker down.
+                config["min.insync.replicas"] = str(replication - 1)
+            wanted.append(NewTopic(full, partitions, replication, topic_configs=config))
         if wanted:
             await admin.create_topics(wanted)
             log.info("created topics %s", ", ".join(t.name for t in wanted))

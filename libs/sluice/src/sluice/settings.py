@@ -57,6 +57,9 @@ class SluiceSettings(BaseSettings):
     )
     topic_prefix: str = "sluice."
     topic_partitions: int = 8
+    topic_replication: int = Field(
+        default=1, ge=1, description="Replication factor of topics `sluice topics` creates"
+    )
     node_id: str = Field(default_factory=default_node_id)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
