@@ -71,6 +71,9 @@ class SluiceSettings(BaseSettings):
         default=1, description="Processes of this service (sluice <service> --workers)"
     )
     reuse_port: bool = Field(default=False, description="Bind listening ports with SO_REUSEPORT")
+    redis_url: str | None = Field(
+        default=None, description="Redis shared by all processes for plan-limit counters"
+    )
     control_cache_ttl: float = Field(default=30.0, description="Seconds config stays cached")
 
     @field_validator("database_url")

@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaError
 from sluice import bus, records
 from sluice.config import ConfigStore
 from sluice.db import create_engine, session_factory
+from sluice.limits import connect_redis
 from sluice.service import database_check, start_health
 from sluice_gateway import gwmetrics
 from sluice_gateway.cluster import ClusterFeed, session_connected_event
@@ -103,7 +104,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         )
 
     uplink = UplinkProducer(producer, topics.uplink, max_pending=settings.max_node_inflight)
-    node = GatewayNode(settings, store, uplink, events, retain, loop)
+    redis = connect_redis(settings.redis_url)
+    node = GatewayNode(settings, store, uplink, events, retain, loop, redis)
     uplink.on_pressure = node.pressure
 
     def announce(session: Session) -> None:
@@ -167,6 +169,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         loop.create_task(feed.run(stop)),
         loop.create_task(node.run_timers(stop)),
         loop.create_task(events.run(uplink_stop)),
+        loop.create_task(node.quotas.counter.run(stop)),
+        loop.create_task(node.quotas.gauges.run(stop)),
     ]
     try:
         await stop.wait()
@@ -183,3 +187,5 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         if health:
             await health.stop()
         await engine.dispose()
+        if redis is not None:
+            await redis.aclose()

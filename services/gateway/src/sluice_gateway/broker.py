@@ -9,7 +9,7 @@ subscription identifier (MQTT 5).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 from sluice.topicfilter import TopicTree, match_topic
@@ -55,6 +55,8 @@ class Broker:
         # Called with True when the node gets its first subscription, False when the last goes:
         # a node without subscribers has no use for other nodes' messages.
         self.on_interest: Callable[[bool], None] = lambda interested: None
+        # Asked before a message is copied to an account's sessions (plan limits).
+        self.admit: Callable[[str, Collection[Session]], bool] | None = None
 
     def _count(self, delta: int) -> None:
         before = self.subscription_count
@@ -153,6 +155,8 @@ class Broker:
                 chosen = self._pick_shared(space, group_key, members)
                 if chosen is not None:
                     self._collect(best, chosen, msg)
+        if not best or (self.admit is not None and not self.admit(account, best.keys())):
+            return 0
         for session, copy in best.items():
             if session.acl and not allowed_topic(
                 session.acl, session.device_id, "subscribe", msg.topic

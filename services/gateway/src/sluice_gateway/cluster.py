@@ -187,8 +187,11 @@ class ClusterFeed:
             )
         elif kind == config.DEVICE_CHANGED:
             await self._recheck_device(str(event.get("device", "")))
+        elif kind == config.PLAN_CHANGED:
+            await node.refresh_limits()
         elif kind == config.ACCOUNT_CHANGED:
             account = str(event.get("account", ""))
+            await node.refresh_limits(account)
             if event.get("active") is False:
                 node.disconnect_where(
                     lambda s: s.account == account, "account disabled", c.ADMINISTRATIVE_ACTION

@@ -98,12 +98,20 @@ class Connection(asyncio.Protocol):
         self.close_reason = "connection lost"
         self.normal_disconnect = False
         self.session_expiry_from_connect = 0
+        self.ip = ""
+        self.admitted_account: str | None = None  # counted in the account's connections
 
     # -- transport callbacks --------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        self.ip = peer[0] if isinstance(peer, tuple) else self.peer
+        quotas = self.node.quotas
+        if quotas.ip_full(self.ip):
+            transport.close()  # refused before a byte is read: floods cost nothing
+            return
+        quotas.opened(self.ip)
         self.node.connections.add(self)
         if self.node.reading_paused:
             self.pause("node")
@@ -293,11 +301,11 @@ class Connection(asyncio.Protocol):
             reason=reason,
             code=code,
         )
+        if packet.qos == 0 and code in (c.MESSAGE_RATE_TOO_HIGH, c.QUOTA_EXCEEDED):
+            return  # QoS 0 over a limit is dropped and counted, on every protocol version
         if self.version == 5 and packet.qos:
             kind = c.PUBACK if packet.qos == 1 else c.PUBREC
             self.write(encode_ack(kind, packet.packet_id, 5, code))  # type: ignore[arg-type]
-        elif self.version == 5 and code in (c.MESSAGE_RATE_TOO_HIGH, c.QUOTA_EXCEEDED):
-            pass  # QoS 0 over a limit is dropped and counted
         else:
             self.close(f"publish refused: {reason}", code)
 
@@ -328,7 +336,9 @@ class Connection(asyncio.Protocol):
             if group is not None and request.no_local:
                 self.close("no local on a shared subscription", c.PROTOCOL_ERROR)
                 return
-            if validate_topic_filter(topic_filter) is not None:
+            if validate_topic_filter(
+                topic_filter
+            ) is not None or not self.node.quotas.filter_allowed(session, topic_filter):
                 codes.append(c.TOPIC_FILTER_INVALID if v5 else c.SUBACK_FAILURE)
                 continue
             if not session.can_subscribe or not allowed_filter(

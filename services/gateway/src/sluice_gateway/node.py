@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from sluice_gateway.codec import Connack, Connect, Properties, Publish
 from sluice_gateway.connection import AUTHENTICATING, CONNECTED, Connection, forwardable
 from sluice_gateway.events import EventSink
 from sluice_gateway.propcodec import props_header
+from sluice_gateway.quotas import Quotas
 from sluice_gateway.session import Message, Session
 from sluice_gateway.settings import GatewaySettings
 from sluice_gateway.uplink import UplinkProducer
@@ -56,6 +57,7 @@ class GatewayNode:
         events: EventSink,
         retain_sink: Callable[[str, str, Message], None],
         loop: asyncio.AbstractEventLoop,
+        redis: Any | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -64,6 +66,8 @@ class GatewayNode:
         self.retain_sink = retain_sink
         self.loop = loop
         self.broker = Broker()
+        self.quotas = Quotas(settings, events, redis, settings.node_id)
+        self.broker.admit = self._admit_delivery
         self.node_id = settings.node_id
         self.origin = settings.node_id.encode()
         self.connections: set[Connection] = set()
@@ -72,7 +76,6 @@ class GatewayNode:
         self._id_prefix = os.urandom(5).hex().encode()
         self._counter = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._auth_failures: dict[str, tuple[float, int]] = {}
         self._pending_wills: dict[tuple[str, str], PendingWill] = {}
         self.on_session_connected: Callable[[Session], None] = lambda session: None
         self.stats = {"connects": 0, "auth_failures": 0, "published": 0, "refused": 0}
@@ -83,24 +86,6 @@ class GatewayNode:
         task.add_done_callback(self._tasks.discard)
 
     # -- authentication -------------------------------------------------------------
-    def _throttled(self, ip: str) -> bool:
-        window = self._auth_failures.get(ip)
-        if window is None:
-            return False
-        started, count = window
-        if time.monotonic() - started > 60:
-            del self._auth_failures[ip]
-            return False
-        return count >= self.settings.auth_failures_per_minute
-
-    def _failed(self, ip: str) -> None:
-        now = time.monotonic()
-        started, count = self._auth_failures.get(ip, (now, 0))
-        if now - started > 60:
-            started, count = now, 0
-        self._auth_failures[ip] = (started, count + 1)
-        self.stats["auth_failures"] += 1
-
     async def authenticate(self, packet: Connect) -> tuple[TokenInfo | None, str]:
         """The token's identity, or None and why (username ``Token``/any + password = token)."""
         if packet.password:
@@ -121,10 +106,9 @@ class GatewayNode:
     async def accept(self, conn: Connection, packet: Connect) -> bool:
         """Handle CONNECT: authenticate, pick or create the session, send CONNACK."""
         conn.version = packet.protocol_level if packet.protocol_level == 5 else 4
-        ip = conn.peer.rsplit(":", 1)[0]
+        ip = conn.ip
         v5 = conn.version == 5
-        if self._throttled(ip):
-            self.events.emit_raw("", "", "auth_throttled", address=conn.peer)
+        if self.quotas.throttled(ip):
             conn.refuse(
                 c.CONNACK_NOT_AUTHORIZED, c.CONNECTION_RATE_EXCEEDED, "too many failed logins"
             )
@@ -139,7 +123,8 @@ class GatewayNode:
             return False
         info, why = await self.authenticate(packet)
         if info is None:
-            self._failed(ip)
+            self.quotas.auth_failed(ip)
+            self.stats["auth_failures"] += 1
             self.events.emit_raw(
                 "", "", "auth_failed", address=conn.peer, client_id=client_id, reason=why
             )
@@ -151,6 +136,11 @@ class GatewayNode:
         if conn.state != AUTHENTICATING:
             return False  # the socket went away while we looked the token up
         limits = plan_limits(info.limits, info.plan)
+        refusal = self.quotas.admit(info.account_id, info.device_id, limits)
+        if refusal is not None:
+            conn.refuse(c.CONNACK_SERVER_UNAVAILABLE, refusal[1], refusal[0])
+            return False
+        conn.admitted_account = info.account_id
         props_in = packet.properties or Properties()
         assigned = None
         if not client_id:
@@ -192,6 +182,7 @@ class GatewayNode:
             )
             self.broker.add_session(session)
 
+        session.limits = limits
         conn.client_id = client_id
         conn.session = session
         conn.keepalive = packet.keepalive
@@ -260,9 +251,21 @@ class GatewayNode:
         return min(requested, self.settings.max_session_expiry)
 
     def limit(self, session: Session, name: str) -> int:
-        info = self.store.tokens.peek(session.token_hash)
-        limits = plan_limits(info.limits if info else None, info.plan if info else "free")
-        return int(limits[name])
+        return int(session.limits.get(name) or plan_limits(None, "free")[name])
+
+    def _admit_delivery(self, account: str, sessions: Collection[Session]) -> bool:
+        limits = next(iter(sessions)).limits
+        limit = int(limits.get("mqtt_subscribe_receive_per_min", 1 << 30))
+        return self.quotas.deliver(account, len(sessions), limit)
+
+    async def refresh_limits(self, account: str | None = None) -> None:
+        """A plan or account changed: sessions take their new limits without reconnecting."""
+        for session in list(self.broker.sessions()):
+            if account is not None and session.account != account:
+                continue
+            info = await self.store.token(session.token_hash)
+            if info is not None:
+                session.limits = plan_limits(info.limits, info.plan)
 
     # -- publishing -----------------------------------------------------------------
     def check_publish(
@@ -275,6 +278,9 @@ class GatewayNode:
             return "topics starting with '$' are reserved", c.NOT_AUTHORIZED
         if session.acl and not allowed_topic(session.acl, session.device_id, "publish", topic):
             return "the device's topic ACL denies this topic", c.NOT_AUTHORIZED
+        refusal = self.quotas.publish(session, topic)
+        if refusal is not None:
+            return refusal
         props = packet.properties
         if props is not None and props.payload_format_indicator == 1:
             try:
@@ -335,6 +341,10 @@ class GatewayNode:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
+        self.quotas.closed(conn.ip)
+        if conn.admitted_account is not None:
+            self.quotas.session_closed(conn.admitted_account)
+            conn.admitted_account = None
         session = conn.session
         if session is None or session.link is not conn:
             return
@@ -402,8 +412,6 @@ class GatewayNode:
             if session.link is None and session.expired(now):
                 self._cancel_will(session.account, session.client_id, send=True)
                 self.broker.remove_session(session)
-        if len(self._auth_failures) > 10_000:
-            self._auth_failures.clear()
 
     async def run_timers(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -112,6 +112,7 @@ class Session:
     disconnected_at: float | None = None
     connected_at: int = 0  # epoch ms of the last CONNECT that took this session
     record_headers: list[tuple[str, bytes]] | None = None  # the envelope's per-session part
+    limits: dict[str, Any] = field(default_factory=dict)  # the account's plan limits
     dropped: int = 0
     _next_id: int = 0
 

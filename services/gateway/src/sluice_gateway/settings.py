@@ -42,5 +42,8 @@ class GatewaySettings(SluiceSettings):
         description="Bytes queued to a slow subscriber before QoS 0 is dropped for it",
     )
     auth_failures_per_minute: int = Field(
-        default=10, description="Failed logins per source IP per minute"
+        default=10, description="Failed logins per source IP per minute before refusing it"
+    )
+    max_connections_per_ip: int = Field(
+        default=1000, description="Open connections per source address on one gateway"
     )
