@@ -30,6 +30,10 @@ DEVICE_DELETED = "device.deleted"
 ACTION_CHANGED = "action.changed"
 ACCOUNT_CHANGED = "account.changed"
 PLAN_CHANGED = "plan.changed"
+RELAY_CHANGED = "relay.changed"
+# A Live Inspector client watches a device (fields device, until = epoch ms): gateways emit
+# per-message events for it until then.
+INSPECTOR_WATCH = "inspector.watch"
 
 
 @dataclass(slots=True, frozen=True)

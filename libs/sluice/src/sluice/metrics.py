@@ -36,3 +36,8 @@ limit_hits = Counter(
     "Requests or messages refused or dropped by a limit",
     ["service", "limit"],
 )
+control_events = Counter(
+    "sluice_control_events_total",
+    "Control events published on sluice.control (config changes, watches)",
+    ["service", "type"],
+)

@@ -24,6 +24,8 @@ RETAINED = "retained"
 CONTROL = "control"
 INSPECTOR = "inspector"
 DEAD_LETTER = "dead-letter"
+ACTION_JOBS = "action-jobs"  # webhooks and emails the actions service owes, with retries
+RELAYS = "relays"  # carries nothing: gateways join a group on it to share out MQTT relays
 
 ALL_TOPICS: tuple[str, ...] = (
     UPLINK,
@@ -34,6 +36,8 @@ ALL_TOPICS: tuple[str, ...] = (
     CONTROL,
     INSPECTOR,
     DEAD_LETTER,
+    ACTION_JOBS,
+    RELAYS,
 )
 COMPACTED_TOPICS = frozenset({RETAINED})
 # Topics every node reads whole (no consumer group): few records, one partition keeps
@@ -61,6 +65,8 @@ class TopicNames:
         self.control = prefix + CONTROL
         self.inspector = prefix + INSPECTOR
         self.dead_letter = prefix + DEAD_LETTER
+        self.action_jobs = prefix + ACTION_JOBS
+        self.relays = prefix + RELAYS
 
     def all(self) -> list[str]:
         return [self.prefix + name for name in ALL_TOPICS]

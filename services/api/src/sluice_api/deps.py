@@ -13,10 +13,13 @@ from fastapi.security import APIKeyHeader
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sluice.db.models import Account, AccountToken, Device, DeviceToken
+from sluice import metrics
+from sluice.db.models import Account, AccountToken, Device, DeviceToken, Plan
 from sluice.ids import hash_token
+from sluice.plans import plan_limits
 from sluice_api.context import ApiContext
 from sluice_api.errors import ApiError
+from sluice_api.observability import auth_failures
 
 TOKEN_HEADERS = ("token", "device-token", "account-token", "authorization")
 LAST_AUTH_RESOLUTION = timedelta(minutes=1)
@@ -66,10 +69,12 @@ async def require_admin(
     token = request_token(request)
     admin = ctx.settings.admin_token
     if not token:
+        auth_failures.labels("admin", "missing").inc()
         raise ApiError(
             401, "Authorization required: send the admin token in the 'Authorization' header"
         )
     if not admin or not hmac.compare_digest(token, admin):
+        auth_failures.labels("admin", "invalid").inc()
         raise ApiError(401, "Invalid admin token")
 
 
@@ -86,11 +91,10 @@ class AccountContext:
         return self.account.id
 
 
-async def require_account(
-    request: Request, session: SessionDep, _doc: Annotated[None, Depends(_documented_token)]
-) -> AccountContext:
-    token = request_token(request)
+async def authenticate_account(session: AsyncSession, token: str | None) -> AccountContext:
+    """The account a token belongs to, or the 401/403 a client should see."""
     if not token:
+        auth_failures.labels("account", "missing").inc()
         raise ApiError(
             401, "Authorization required: send an account token in the 'Authorization' header"
         )
@@ -102,15 +106,28 @@ async def require_account(
         )
     ).first()
     if row is None:
+        auth_failures.labels("account", "invalid").inc()
         raise ApiError(401, "Invalid account token")
     account_token, account = row
     now = datetime.now(UTC)
     if account_token.expire_at is not None and account_token.expire_at <= now:
-        raise ApiError(401, "Account token expired")
+        auth_failures.labels("account", "expired").inc()
+        raise ApiError(
+            401,
+            "Account token expired: use another token of this account "
+            "(an administrator can create one with POST /account/{id}/token)",
+        )
     if not account.active:
+        auth_failures.labels("account", "disabled").inc()
         raise ApiError(403, "Account is disabled")
     await _touch(session, account_token, now)
     return AccountContext(account, account_token)
+
+
+async def require_account(
+    request: Request, session: SessionDep, _doc: Annotated[None, Depends(_documented_token)]
+) -> AccountContext:
+    return await authenticate_account(session, request_token(request))
 
 
 AccountDep = Annotated[AccountContext, Depends(require_account)]
@@ -136,6 +153,7 @@ async def require_device(
 ) -> DeviceContext:
     token = request_token(request)
     if not token:
+        auth_failures.labels("device", "missing").inc()
         raise ApiError(
             401, "Authorization required: send the device token in the 'device-token' header"
         )
@@ -148,14 +166,18 @@ async def require_device(
         )
     ).first()
     if row is None:
+        auth_failures.labels("device", "invalid").inc()
         raise ApiError(401, "Invalid device token")
     device_token, device, account = row
     now = datetime.now(UTC)
     if device_token.expire_at is not None and device_token.expire_at <= now:
+        auth_failures.labels("device", "expired").inc()
         raise ApiError(401, "Device token expired")
     if not device.active:
+        auth_failures.labels("device", "inactive").inc()
         raise ApiError(403, "Device is inactive")
     if not account.active:
+        auth_failures.labels("device", "disabled").inc()
         raise ApiError(403, "Account is disabled")
     await _touch(session, device_token, now)
     return DeviceContext(device, device_token, account)
@@ -170,3 +192,25 @@ async def _touch(session: AsyncSession, token: AccountToken | DeviceToken, now: 
     if last is None or now - last >= LAST_AUTH_RESOLUTION:
         token.last_authorization = now
         await session.commit()
+
+
+async def account_limit(session: AsyncSession, account: Account, name: str) -> int:
+    """One limit of the account's plan (stored limits over the plan's defaults)."""
+    plan = await session.get(Plan, account.plan)
+    return int(plan_limits(plan.limits if plan else None, account.plan)[name])
+
+
+async def enforce_limit(
+    ctx: ApiContext, session: AsyncSession, account: Account, name: str
+) -> None:
+    """Count one request against a per-minute plan limit; 429 with Retry-After when over."""
+    limit = await account_limit(session, account, name)
+    retry_after = ctx.limiter.hit(f"{account.id}:{name}", limit)
+    if retry_after is not None:
+        metrics.limit_hits.labels("api", name).inc()
+        raise ApiError(
+            429,
+            f"Too many requests: limit {name} is {limit} per minute on plan "
+            f"'{account.plan}'; retry in {retry_after:.0f} s",
+            headers={"Retry-After": f"{retry_after:.0f}"},
+        )

@@ -25,7 +25,6 @@ from sluice_gateway.session import Message, Session
 log = logging.getLogger("sluice.gateway.cluster")
 
 SESSION_CONNECTED = "session.connected"
-INSPECTOR_WATCH = "inspector.watch"
 
 
 def _headers(record: Record) -> dict[str, bytes]:
@@ -205,7 +204,7 @@ class ClusterFeed:
                 "session taken over on another gateway",
                 c.SESSION_TAKEN_OVER,
             )
-        elif kind == INSPECTOR_WATCH:
+        elif kind == config.INSPECTOR_WATCH:
             node.events.watch(str(event.get("device", "")), int(event.get("until", 0)))
 
     async def _recheck_device(self, device_id: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -144,6 +145,11 @@ class DeviceToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_authorization: Mapped[datetime | None] = mapped_column(default=None)
 
+    # A serial number names one token within an account (integrations look tokens up by it).
+    __table_args__ = (
+        Index("uq_device_tokens_account_serie", "account_id", "serie_number", unique=True),
+    )
+
 
 class Action(Base):
     __tablename__ = "actions"
@@ -159,6 +165,9 @@ class Action(Base):
     action: Mapped[dict[str, Any]] = mapped_column(default=dict)
     tags: Mapped[list[Any]] = mapped_column(default=list)
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Message id of the record whose condition last locked or unlocked the action (None when
+    # set through the API): a replay of that record after a crash redoes its effect once.
+    lock_changed_by: Mapped[str | None] = mapped_column(String(40), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_triggered: Mapped[datetime | None] = mapped_column(default=None)
@@ -187,4 +196,54 @@ class DataPoint(Base):
         Index("ix_data_device_time", "device_id", "time"),
         Index("ix_data_device_group", "device_id", "group"),
         Index("ix_data_message", "message_id"),
+        # first_insert / last_insert order by arrival, not by the time a device claims.
+        Index("ix_data_device_created", "device_id", "created_at"),
     )
+
+
+class Relay(Base):
+    """A third-party MQTT broker the gateway subscribes to for an account (docs/relay.md)."""
+
+    __tablename__ = "relays"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        String(24), ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer, default=1883)
+    # {"ca", "cert", "key" (PEM text), "verify"}; None: plain TCP.
+    tls: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
+    username: Mapped[str | None] = mapped_column(String(255), default=None)
+    # The broker needs it as given, so it is stored as given; the API never returns it.
+    password: Mapped[str | None] = mapped_column(Text, default=None)
+    client_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    mqtt_version: Mapped[str] = mapped_column(String(5), default="3.1.1")
+    keepalive: Mapped[int] = mapped_column(Integer, default=60)
+    subscriptions: Mapped[list[Any]] = mapped_column(default=list)
+    mapping: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    downlink_topic: Mapped[str | None] = mapped_column(String(255), default="{topic}")
+    ingest_retained: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RelayStatus(Base):
+    """What the gateway that owns a relay last reported about it."""
+
+    __tablename__ = "relay_status"
+
+    relay_id: Mapped[str] = mapped_column(
+        String(24), ForeignKey("relays.id", ondelete="CASCADE"), primary_key=True
+    )
+    node: Mapped[str] = mapped_column(String(100), default="")
+    state: Mapped[str] = mapped_column(String(20), default="connecting")
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    last_error_at: Mapped[datetime | None] = mapped_column(default=None)
+    connected_at: Mapped[datetime | None] = mapped_column(default=None)
+    messages_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    messages_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    dropped: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
