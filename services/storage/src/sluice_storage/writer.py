@@ -1,148 +1,165 @@
-"""Turn ``sluice.data`` records into rows and write them idempotently, a batch per transaction.
+"""Write a batch of ``sluice.data`` records into buckets: one transaction, idempotent rows.
 
-Row ids come from the message id and item index (set by the parser), so inserting a
-replayed record is a no-op: ``ON CONFLICT (id) DO NOTHING`` on both databases.
+Row ids come from the message id and item index, so inserting a replayed record is a
+no-op (``ON CONFLICT (id) DO NOTHING``): a crash at any instant, and the replay that
+follows, leave exactly one row per item. Bucket rules are applied per record (all of its
+items, or none): immutable devices refuse times outside their retained window, mutable
+devices refuse what would take them past 50,000 rows. A record the database refuses is
+isolated by retrying the batch record by record; a database that cannot be reached makes
+the whole batch fail, so the consumer loop retries it without committing offsets.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
-
-from sqlalchemy import Insert, Table, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from typing import Any
 
 from sluice import records
+from sluice.buckets import MUTABLE_CAP, MUTABLE_CAP_MESSAGE
 from sluice.bus import Record
-from sluice.dataitems import item_from_json, value_type
-from sluice.db.models import DataPoint, Device
+from sluice.config import DeviceInfo
+from sluice_storage import metrics
+from sluice_storage.rows import RecordRejected, RecordRows, record_rows, window_violation
+from sluice_storage.stores import PointStore, PointTx
 
 log = logging.getLogger("sluice.storage")
 
+DeviceLookup = Callable[[str], Awaitable[DeviceInfo | None]]
 
-class RecordRejected(ValueError):
-    """A record that can never be stored as it is; it goes to the dead-letter topic."""
+
+@dataclass(slots=True)
+class Rejection:
+    """A record that will never be stored, with a reason for the dead-letter topic."""
+
+    record: Record
+    envelope: records.Envelope
+    reason: str
+
+    @property
+    def stage(self) -> str:
+        return self.reason.split(":", 1)[0]
 
 
 @dataclass
-class Rows:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    last_input: dict[str, datetime] = field(default_factory=dict)
-
-
-def record_rows(record: Record, created_at: datetime) -> list[dict[str, Any]]:
-    """The data-point rows a record holds (raises RecordRejected when unreadable)."""
-    envelope = records.Envelope.from_headers(record.headers)
-    try:
-        items = records.loads(record.value)
-    except ValueError as exc:
-        raise RecordRejected(f"value is not JSON: {exc}") from None
-    if not isinstance(items, list):
-        raise RecordRejected("value is not a list of items")
-    rows = []
-    for raw in items:
-        if not isinstance(raw, dict) or "id" not in raw:
-            raise RecordRejected("an item has no id")
-        try:
-            item = item_from_json(raw)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RecordRejected(f"item {raw.get('id')}: {exc}") from None
-        kind = value_type(item.value)
-        rows.append(
-            {
-                "id": raw["id"],
-                "device_id": envelope.device,
-                "variable": item.variable,
-                "value_type": kind,
-                "value_number": float(item.value)
-                if isinstance(item.value, int | float) and kind == "number"
-                else None,
-                "value_text": item.value if kind == "string" else None,
-                "value_bool": item.value if kind == "boolean" else None,
-                "unit": item.unit,
-                "group": item.group,
-                "time": item.time,
-                "location": item.location,
-                "meta": item.metadata,
-                "message_id": envelope.message_id,
-                "created_at": created_at,
-            }
-        )
-    return rows
-
-
-def _insert(dialect: str) -> Insert:
-    table = cast(Table, DataPoint.__table__)
-    stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    return stmt.on_conflict_do_nothing(index_elements=["id"])
-
-
-def _db_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    # Core inserts use column names: the ORM attribute ``meta`` is the column ``metadata``.
-    return [{**{k: v for k, v in r.items() if k != "meta"}, "metadata": r["meta"]} for r in rows]
-
-
-def _is_data_error(exc: Exception) -> bool:
-    """True when the database refused the data itself, not when it is unreachable."""
-    if isinstance(exc, IntegrityError):
-        return True
-    if isinstance(exc, DBAPIError):
-        return not exc.connection_invalidated and type(exc).__name__ in (
-            "DataError",
-            "IntegrityError",
-        )
-    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+class BatchOutcome:
+    rejected: list[Rejection] = field(default_factory=list)
+    offered: int = 0  # rows handed to the database (duplicates of earlier attempts included)
+    dropped: int = 0  # rows of devices that no longer exist
 
 
 class BucketWriter:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], dialect: str) -> None:
-        self.sessions = sessions
-        self.insert = _insert(dialect)
+    def __init__(
+        self,
+        store: PointStore,
+        devices: DeviceLookup,
+        *,
+        mutable_cap: int = MUTABLE_CAP,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.devices = devices
+        self.mutable_cap = mutable_cap
+        self.clock = clock
 
-    async def write(self, rows: list[dict[str, Any]]) -> None:
-        """Insert rows (duplicates ignored) and move each ``last_input``, in one transaction."""
-        if not rows:
-            return
-        last_input: dict[str, datetime] = {}
-        for row in rows:
-            last_input[row["device_id"]] = row["created_at"]
-        async with self.sessions() as session, session.begin():
-            await session.execute(self.insert, _db_rows(rows))
-            for device_id, when in last_input.items():
-                await session.execute(
-                    update(Device).where(Device.id == device_id).values(last_input=when)
-                )
+    async def write_batch(self, batch: list[Record]) -> BatchOutcome:
+        """Store what can be stored; return the records refused, for the dead-letter topic.
 
-    async def write_batch(self, batch: list[Record]) -> list[tuple[Record, str]]:
-        """Store a batch; returns the records rejected (with the reason) for the dead-letter topic.
-
-        A database that cannot be reached raises, so the consumer retries the whole batch.
+        Raises when the database cannot be reached: nothing of the batch is committed then.
         """
-        now = datetime.now(UTC)
-        good: list[tuple[Record, list[dict[str, Any]]]] = []
-        rejected: list[tuple[Record, str]] = []
+        outcome = BatchOutcome()
+        units = await self._prepare(batch, outcome)
+        if not units:
+            return outcome
+        try:
+            outcome.rejected += await self._store(units, outcome)
+            return outcome
+        except Exception as exc:
+            if not self.store.is_data_error(exc):
+                raise
+            log.warning(
+                "batch refused by the database; storing record by record",
+                extra={"records": len(units), "error": str(exc)[:200]},
+            )
+        for unit, device in units:
+            try:
+                outcome.rejected += await self._store([(unit, device)], outcome)
+            except Exception as exc:
+                if not self.store.is_data_error(exc):
+                    raise
+                reason = f"database refused the data: {type(exc).__name__}: {exc}"
+                outcome.rejected.append(Rejection(unit.record, unit.envelope, reason))
+        return outcome
+
+    async def _prepare(
+        self, batch: list[Record], outcome: BatchOutcome
+    ) -> list[tuple[RecordRows, DeviceInfo]]:
+        """Readable records of existing devices whose times fit their bucket."""
+        created_at = self.clock()
+        units: list[tuple[RecordRows, DeviceInfo]] = []
+        seen: set[str] = set()
         for record in batch:
             try:
-                good.append((record, record_rows(record, now)))
+                unit = record_rows(record, created_at)
             except RecordRejected as exc:
-                rejected.append((record, str(exc)))
-        try:
-            await self.write([row for _, rows in good for row in rows])
-            return rejected
-        except Exception as exc:
-            if not _is_data_error(exc):
-                raise
-            log.warning("batch refused by the database (%s); storing record by record", exc)
-        for record, rows in good:
-            try:
-                await self.write(rows)
-            except Exception as exc:
-                if not _is_data_error(exc):
-                    raise
-                rejected.append((record, f"database refused the data: {exc}"))
+                envelope = records.Envelope.from_headers(record.headers)
+                outcome.rejected.append(Rejection(record, envelope, str(exc)))
+                continue
+            device = await self.devices(unit.envelope.device)
+            if device is None:
+                outcome.dropped += len(unit.rows)
+                log.info(
+                    "dropping data of a deleted device",
+                    extra={"device": unit.envelope.device, "message_id": unit.envelope.message_id},
+                )
+                continue
+            problem = window_violation(unit, device)
+            if problem is not None:
+                outcome.rejected.append(Rejection(record, unit.envelope, problem))
+                continue
+            # The same record twice in one batch (a producer retry) is written once.
+            unit.rows = [r for r in unit.rows if r["id"] not in seen]
+            seen.update(r["id"] for r in unit.rows)
+            units.append((unit, device))
+        return units
+
+    async def _store(
+        self, units: list[tuple[RecordRows, DeviceInfo]], outcome: BatchOutcome
+    ) -> list[Rejection]:
+        rejected: list[Rejection] = []
+        rows: list[dict[str, Any]] = []
+        last_input: dict[str, datetime] = {}
+        async with self.store.transaction() as tx:
+            counts: dict[str, int] = {}
+            for unit, device in units:
+                if device.type == "mutable" and unit.rows:
+                    refusal = await self._over_cap(tx, unit, counts)
+                    if refusal is not None:
+                        rejected.append(Rejection(unit.record, unit.envelope, refusal))
+                        continue
+                rows.extend(unit.rows)
+                if unit.rows:
+                    last_input[unit.envelope.device] = unit.rows[0]["created_at"]
+            await tx.insert(rows)
+            await tx.touch(last_input)
+        outcome.offered += len(rows)
+        metrics.points.labels("offered").inc(len(rows))
         return rejected
+
+    async def _over_cap(self, tx: PointTx, unit: RecordRows, counts: dict[str, int]) -> str | None:
+        """The refusal when the record would take a mutable device past its cap, else None.
+
+        Rows already stored (a replay) cost nothing, so a replay is never refused.
+        """
+        device_id = unit.envelope.device
+        if device_id not in counts:
+            counts[device_id] = await tx.count(device_id)
+        new = len(unit.rows)
+        if counts[device_id] + new > self.mutable_cap:
+            new -= len(await tx.existing([r["id"] for r in unit.rows]))
+            if new and counts[device_id] + new > self.mutable_cap:
+                return f"mutable cap: {MUTABLE_CAP_MESSAGE}"
+        counts[device_id] += new
+        return None

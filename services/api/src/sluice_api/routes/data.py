@@ -1,133 +1,134 @@
-"""The device data API (device token), compatible with TagoIO's SDKs."""
+"""The device data API (device token), compatible with TagoIO's SDKs.
+
+Sent data goes through Kafka like MQTT data and is readable once storage has written it
+(usually well under a second); ``POST /data?wait=true`` answers only then.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from aiokafka.errors import KafkaError
+import orjson
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import func, select
 
-from sluice import records
-from sluice.dataitems import DataValidationError, item_to_json, validate_items
-from sluice.db.models import DataPoint
-from sluice.ids import new_id
-from sluice.normalise import normalise_http_body
+from sluice_api.dataedit import delete_points, edit_points
 from sluice_api.dataquery import DataQuery, run_query
-from sluice_api.deps import ContextDep, DeviceDep, SessionDep
-from sluice_api.errors import ERROR_RESPONSES, ApiError, ok
+from sluice_api.deps import ContextDep, DeviceDep, SessionDep, enforce_limit
+from sluice_api.errors import ERROR_RESPONSES, ApiError, documented, ok
+from sluice_api.ingest import read_items, send_data
 
 router = APIRouter(tags=["device data"], responses=ERROR_RESPONSES)
+
+ITEM_EXAMPLE = {
+    "id": "6743a1f0c2d4e5f6a7b8c9d0",
+    "device": "6743a1f0c2d4e5f6a7b8c9aa",
+    "variable": "temperature",
+    "value": 21.5,
+    "unit": "C",
+    "group": "6743a1f0c2d4e5f6a7b8c9bb",
+    "time": "2026-11-24T18:43:53.123Z",
+    "location": {"type": "Point", "coordinates": [-49.27, -25.43]},
+    "metadata": {"room": "lab"},
+}
+SEND_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]
+                },
+                "example": [{"variable": "temperature", "value": 21.5, "unit": "C"}],
+            },
+            "text/plain": {"schema": {"type": "string"}},
+        }
+    }
+}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) as soon as it passes ``limit`` bytes."""
+    too_large = ApiError(
+        413, f"Request body is larger than {limit // 1024} kB: split the data into several requests"
+    )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"Request body is larger than {limit // 1024} kB")
+        raise too_large
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"Request body is larger than {limit // 1024} kB")
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 
 
+async def read_json(request: Request, limit: int) -> Any:
+    body = await read_body(request, limit)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"The request body is not valid JSON: {exc}") from None
+
+
 @router.post(
     "/data",
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            {"type": "object"},
-                            {"type": "array", "items": {"type": "object"}},
-                        ]
-                    },
-                    "example": [{"variable": "temperature", "value": 21.5, "unit": "C"}],
-                },
-                "text/plain": {"schema": {"type": "string"}},
-            }
-        }
-    },
+    openapi_extra=SEND_BODY,
+    responses=documented("2 Data Added", 413, 503),
 )
 async def post_data(
     request: Request,
     device: DeviceDep,
     ctx: ContextDep,
     session: SessionDep,
-    wait: Annotated[bool, Query(description="answer only once the data is stored")] = False,
+    wait: Annotated[
+        bool, Query(description="answer once stored, or with the reason it was refused")
+    ] = False,
 ) -> dict[str, Any]:
-    """Send data points (one item or a list; other bodies go through the device's parser)."""
+    """Send data: an item or a list (JSON), or any other body for the device's payload parser."""
     device.require("write")
-    body = await read_body(request, ctx.settings.max_data_body)
-    try:
-        parsed = normalise_http_body(body, request.headers.get("content-type"))
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
-    items = parsed if isinstance(parsed, list) else [parsed]
-    if not items:
-        raise ApiError(400, "No data items in the request")
-    if not device.device.payload_parser:
-        # Without a parser the items are final: reject bad ones now, all-or-nothing.
-        try:
-            validated = validate_items(items, now=datetime.now(UTC))
-        except DataValidationError as exc:
-            raise ApiError(400, exc.message) from None
-        items = [item_to_json(i) for i in validated]
-    message_id = new_id()
-    envelope = records.Envelope(
-        message_id=message_id,
-        account=device.account.id,
-        device=device.device.id,
-        kind=records.KIND_ITEMS,
-        origin=f"api:{ctx.settings.node_id}",
+    await enforce_limit(ctx, session, device.account, "data_post_per_min")
+    body = read_items(
+        await read_body(request, ctx.settings.max_data_body), request.headers.get("content-type")
     )
-    try:
-        await ctx.producer.send_and_wait(
-            ctx.topics.ingest,
-            records.dumps(items),
-            key=device.device.id.encode(),
-            headers=envelope.to_headers(),
-        )
-    except KafkaError as exc:
-        raise ApiError(
-            503, f"Data not accepted: the message bus is unavailable ({type(exc).__name__}); retry"
-        ) from None
-    if wait:
-        await wait_stored(session, message_id, ctx.settings.wait_timeout)
-    return ok(f"{len(items)} Data Added")
+    count = await send_data(ctx, session, device.device, body, wait=wait)
+    return ok(f"{count} Data Added")
 
 
-async def wait_stored(session: SessionDep, message_id: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stored = await session.scalar(
-            select(func.count()).where(DataPoint.message_id == message_id)
-        )
-        if stored:
-            return
-        await session.rollback()  # end the read transaction so the next poll sees new rows
-        await asyncio.sleep(0.05)
-    raise ApiError(
-        504,
-        f"Data accepted but not stored within {timeout:g} s (message {message_id}); "
-        "the Live Inspector shows parser or validation errors",
-    )
-
-
-@router.get("/data")
-async def get_data(request: Request, device: DeviceDep, session: SessionDep) -> dict[str, Any]:
-    """Read data points: filters `variable(s)`, `groups`, `ids`, `values`, dates; `query` modes."""
+@router.get("/data", responses=documented([ITEM_EXAMPLE]))
+async def get_data(
+    request: Request, device: DeviceDep, ctx: ContextDep, session: SessionDep
+) -> dict[str, Any]:
+    """Read data: filters `variable(s)`, `groups`, `ids`, `values`, dates; `query` modes."""
     device.require("read")
+    await enforce_limit(ctx, session, device.account, "data_get_per_min")
     query = DataQuery.from_params(request.query_params)
     return ok(await run_query(session, device.device.id, query))
+
+
+@router.put("/data", responses=documented("1 item(s) updated"))
+async def put_data(
+    request: Request, device: DeviceDep, ctx: ContextDep, session: SessionDep
+) -> dict[str, Any]:
+    """Edit up to 25 data points by `id` (mutable devices only)."""
+    device.require("write")
+    await enforce_limit(ctx, session, device.account, "data_edit_per_min")
+    edited = await edit_points(
+        session, device.device, await read_json(request, ctx.settings.max_data_body)
+    )
+    return ok(f"{edited} item(s) updated")
+
+
+@router.delete("/data", responses=documented("3 Data Removed"))
+async def delete_data(
+    request: Request, device: DeviceDep, ctx: ContextDep, session: SessionDep
+) -> dict[str, Any]:
+    """Delete what the same `GET /data` query returns (mutable devices only; `qty` default 15)."""
+    device.require("write")
+    await enforce_limit(ctx, session, device.account, "data_edit_per_min")
+    query = DataQuery.from_params(request.query_params)
+    removed = await delete_points(session, device.device, query)
+    return ok(f"{removed} Data Removed")
 
 
 @router.get("/info")
