@@ -1,86 +1,95 @@
-"""Composition root of the actions service."""
+"""Composition root of the actions service.
+
+Two consumer groups in one process: triggers (``sluice.uplink`` + ``sluice.data``), which
+only produce records and so never wait on the outside world, and jobs
+(``sluice.action-jobs``), which call webhooks and SMTP servers with retries.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+
+import httpx
 
 from sluice import bus, records
-from sluice.bus import Record
 from sluice.config import ConfigStore, follow_control
 from sluice.db import create_engine, session_factory
-from sluice.ids import derived_id
 from sluice.inspector import Inspector
 from sluice.service import consumer_check, database_check, run_until_stopped, start_health
+from sluice_actions.dispatch import Dispatcher
+from sluice_actions.effects import HttpPoster, Mailer
+from sluice_actions.executor import Executor
+from sluice_actions.runner import JobRunner
 from sluice_actions.settings import ActionsSettings
-from sluice_actions.triggers import topic_actions
+from sluice_actions.state import ActionStates
 
 log = logging.getLogger("sluice.actions")
 
 
+def _runner_check(runner: JobRunner) -> Callable[[], Awaitable[str | None]]:
+    async def check() -> str | None:
+        return None if runner.joined else "job consumer has not joined its group yet"
+
+    return check
+
+
 async def serve(settings: ActionsSettings, stop: asyncio.Event) -> None:
     topics = records.TopicNames(settings.topic_prefix)
+    origin = f"actions:{settings.node_id}"
     engine = create_engine(settings.database_url)
-    store = ConfigStore(session_factory(engine), settings.control_cache_ttl)
+    sessions = session_factory(engine)
+    store = ConfigStore(sessions, settings.control_cache_ttl)
+    states = ActionStates(sessions, settings.control_cache_ttl)
+    store.listeners.append(states.on_control)
     producer = bus.make_producer(settings)
     await bus.start_with_retry(producer, "actions producer", stop)
     inspector = Inspector(producer, topics, "actions")
-
-    async def handle_uplink(batch: list[Record]) -> None:
-        pending = []
-        for record in batch:
-            envelope = records.Envelope.from_headers(record.headers)
-            device = await store.device(envelope.device)
-            if device is None:
-                continue
-            for action in topic_actions(
-                await store.account_actions(envelope.account), device, envelope.topic
-            ):
-                if action.action.get("type") != "insert":
-                    continue
-                ingest = records.Envelope(
-                    # Derived, so a replayed uplink record yields the same ingest message.
-                    message_id=derived_id(envelope.message_id, action.id),
-                    account=envelope.account,
-                    device=envelope.device,
-                    topic=envelope.topic,
-                    qos=envelope.qos,
-                    received_at=envelope.received_at,
-                    origin=envelope.origin,
-                    kind=records.KIND_MQTT,
-                    extra={"action": action.id, "uplink_id": envelope.message_id},
-                )
-                pending.append(
-                    await producer.send(
-                        topics.ingest, record.value, key=record.key, headers=ingest.to_headers()
-                    )
-                )
-                await inspector.emit(
-                    envelope.account,
-                    envelope.device,
-                    "action",
-                    action=action.id,
-                    name=action.name,
-                    action_type="insert",
-                    message_id=envelope.message_id,
-                )
-        if pending:
-            await asyncio.gather(*pending)
-
-    consumer = bus.make_group_consumer(settings, [topics.uplink], settings.actions_group)
-    loop = bus.ConsumerLoop(consumer, [topics.uplink], handle_uplink, name="actions")
+    http = httpx.AsyncClient(
+        timeout=settings.action_http_timeout,
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=settings.action_concurrency),
+        headers={"User-Agent": "Sluice-Actions/0.1"},
+    )
+    executor = Executor(
+        store,
+        HttpPoster(http),
+        Mailer(states.smtp_settings, settings.action_smtp_timeout),
+        producer,
+        topics,
+        origin,
+    )
+    dispatcher = Dispatcher(store, states, producer, topics, inspector, origin)
+    trigger_topics = [topics.uplink, topics.data]
+    consumer = bus.make_group_consumer(settings, trigger_topics, settings.actions_group)
+    loop = bus.ConsumerLoop(consumer, trigger_topics, dispatcher.handle, name="actions")
+    jobs_consumer = bus.make_group_consumer(
+        settings, [topics.action_jobs], settings.actions_jobs_group, max_poll_records=500
+    )
+    runner = JobRunner(jobs_consumer, producer, topics, executor, inspector, settings, origin)
     control = bus.Tail(settings, [topics.control])
     health = await start_health(
-        settings, {"database": database_check(engine), "kafka": consumer_check(loop)}
+        settings,
+        {
+            "database": database_check(engine),
+            "kafka": consumer_check(loop),
+            "jobs": _runner_check(runner),
+        },
     )
     try:
         await control.start(stop)
         await loop.start(stop)
-        await run_until_stopped(stop, loop.run(stop), follow_control(control, store, stop))
+        await runner.start(stop)
+        await run_until_stopped(
+            stop, loop.run(stop), runner.run(stop), follow_control(control, store, stop)
+        )
     finally:
         await loop.stop()
+        await runner.stop()
         await control.stop()
         await producer.stop()
+        await http.aclose()
         if health:
             await health.stop()
         await engine.dispose()

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sluice.config import ActionInfo, DeviceInfo
 from sluice.topicfilter import match_topic
 
 
-def in_scope(trigger: dict[str, object], device: DeviceInfo) -> bool:
+def in_scope(trigger: Mapping[str, Any], device: DeviceInfo) -> bool:
     """A trigger names one device, or devices by tag key (and value, when given)."""
     wanted = trigger.get("device")
     if wanted:
-        return wanted == device.id
+        return bool(wanted == device.id)
     key = trigger.get("tag_key")
     if not key:
         return False
