@@ -1,21 +1,113 @@
-"""Composition root of the parser service."""
+"""Composition root of the parser service.
+
+Each consumed batch is split by device over ``parser_workers`` threads, each with its own
+sandbox (QuickJS runs without the GIL, and a runtime must stay on the thread that made it);
+the event loop meanwhile keeps the consumer's heartbeats and the control tail going, even
+while a parser spins up to its time limit. The outputs are produced in per-partition
+batches and awaited before the offsets are committed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from sluice import bus, records
+from sluice import bus, config, records
 from sluice.bus import Record
-from sluice.config import ConfigStore, follow_control
+from sluice.config import ConfigStore, DeviceInfo, follow_control
 from sluice.db import create_engine, session_factory
-from sluice.inspector import Inspector
 from sluice.service import consumer_check, database_check, run_until_stopped, start_health
+from sluice_parser.guard import ParserGuard
+from sluice_parser.output import BatchProducer, Output
 from sluice_parser.pipeline import Pipeline
 from sluice_parser.sandbox import ParserSandbox
 from sluice_parser.settings import ParserSettings
+from sluice_parser.worker import BatchWorker, Work
 
 log = logging.getLogger("sluice.parser")
+
+# The API announces an open Live Inspector with this control event (see sluice_api.inspector);
+# successful runs of a watched device are reported even when they log nothing.
+
+
+class Watches:
+    """Devices someone watches in the Live Inspector, until when (wall clock, seconds)."""
+
+    def __init__(self) -> None:
+        self.until: dict[str, float] = {}
+
+    def __call__(self, device: str) -> bool:
+        until = self.until.get(device)
+        return until is not None and until > time.time()
+
+    def watch(self, device: str, until_ms: int) -> None:
+        now = time.time()
+        if len(self.until) > 10_000:
+            self.until = {d: u for d, u in self.until.items() if u > now}
+        self.until[device] = until_ms / 1000
+
+
+class ParserThreads:
+    """Worker threads, each owning one BatchWorker (and so one sandbox)."""
+
+    def __init__(
+        self,
+        settings: ParserSettings,
+        topics: records.TopicNames,
+        guard: ParserGuard,
+        watches: Watches,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.guard = guard
+        self.watches = watches
+        self.executors = [
+            ThreadPoolExecutor(1, thread_name_prefix=f"parser-{n}")
+            for n in range(settings.parser_workers)
+        ]
+        self.workers: list[BatchWorker] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.workers = list(
+            await asyncio.gather(
+                *(loop.run_in_executor(executor, self._new_worker) for executor in self.executors)
+            )
+        )
+
+    def _new_worker(self) -> BatchWorker:
+        sandbox = ParserSandbox(
+            time_limit=self.settings.parser_time_limit,
+            memory_limit=self.settings.parser_memory_limit,
+        )
+        return BatchWorker(Pipeline(sandbox), self.topics, self.guard, self.watches)
+
+    async def process(self, work: list[Work]) -> list[Output]:
+        loop = asyncio.get_running_loop()
+        if len(self.workers) == 1:
+            return await loop.run_in_executor(self.executors[0], self.workers[0].process, work)
+        shares: list[list[Work]] = [[] for _ in self.workers]
+        for item in work:
+            shares[hash(item.device.id) % len(shares)].append(item)
+        done = await asyncio.gather(
+            *(
+                loop.run_in_executor(executor, worker.process, share)
+                for executor, worker, share in zip(
+                    self.executors, self.workers, shares, strict=True
+                )
+                if share
+            )
+        )
+        return [out for outputs in done for out in outputs]
+
+    def stop(self) -> None:
+        for worker, executor in zip(self.workers, self.executors, strict=True):
+            executor.submit(worker.pipeline.sandbox.close)
+        for executor in self.executors:
+            executor.shutdown(wait=True)
 
 
 async def serve(settings: ParserSettings, stop: asyncio.Event) -> None:
@@ -24,46 +116,42 @@ async def serve(settings: ParserSettings, stop: asyncio.Event) -> None:
     store = ConfigStore(session_factory(engine), settings.control_cache_ttl)
     producer = bus.make_producer(settings)
     await bus.start_with_retry(producer, "parser producer", stop)
-    inspector = Inspector(producer, topics, "parser")
-    sandbox = ParserSandbox(
-        time_limit=settings.parser_time_limit, memory_limit=settings.parser_memory_limit
-    )
-    pipeline = Pipeline(sandbox)
+    output = BatchProducer(producer)
+    guard = ParserGuard(settings.parser_suspend_seconds, settings.parser_suspend_max)
+    watches = Watches()
+    threads = ParserThreads(settings, topics, guard, watches)
+    await threads.start()
+
+    def on_control(event: dict[str, Any]) -> None:
+        kind, device = event.get("type"), str(event.get("device") or "")
+        if kind in (config.DEVICE_CHANGED, config.DEVICE_DELETED) and device:
+            guard.lift(device)  # a new parser deserves a fresh start
+        elif kind == config.INSPECTOR_WATCH and device:
+            watches.watch(device, int(event.get("until") or 0))
+
+    store.listeners.append(on_control)
 
     async def handle(batch: list[Record]) -> None:
-        pending = []
+        devices: dict[str, DeviceInfo | None] = {}
+        work: list[Work] = []
         for record in batch:
-            envelope = records.Envelope.from_headers(record.headers)
-            device = await store.device(envelope.device)
+            device_id = (records.header(record.headers, "device") or b"").decode()
+            if device_id not in devices:
+                devices[device_id] = await store.device(device_id)
+            device = devices[device_id]
             if device is None:
-                log.info("dropping data of a deleted device", extra={"device": envelope.device})
-                continue
-            outcome = pipeline.process(envelope, record.value or b"", device)
-            if outcome.parsed or outcome.error:
-                await inspector.emit(
-                    envelope.account,
-                    envelope.device,
-                    "parser",
-                    message_id=envelope.message_id,
-                    error=outcome.error,
-                    stage=outcome.stage,
-                    console=outcome.console,
-                    output=outcome.items[:50] if not outcome.error else None,
+                log.info(
+                    "dropping data of a deleted device",
+                    extra={
+                        "device": device_id,
+                        "message_id": (
+                            records.header(record.headers, "message_id") or b""
+                        ).decode(),
+                    },
                 )
-            if outcome.error:
-                await bus.dead_letter(producer, topics, record, "parser", outcome.error)
                 continue
-            if outcome.items:
-                pending.append(
-                    await producer.send(
-                        topics.data,
-                        records.dumps(outcome.items),
-                        key=record.key,
-                        headers=list(record.headers),
-                    )
-                )
-        if pending:
-            await asyncio.gather(*pending)  # commit only what Kafka holds
+            work.append(Work(record, device))
+        await output.send(await threads.process(work))
 
     consumer = bus.make_group_consumer(settings, [topics.ingest], settings.parser_group)
     loop = bus.ConsumerLoop(consumer, [topics.ingest], handle, name="parser")
@@ -79,7 +167,7 @@ async def serve(settings: ParserSettings, stop: asyncio.Event) -> None:
         await loop.stop()
         await control.stop()
         await producer.stop()
-        sandbox.close()
+        threads.stop()
         if health:
             await health.stop()
         await engine.dispose()

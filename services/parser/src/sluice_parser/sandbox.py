@@ -28,6 +28,8 @@ from sluice_parser.realm import ParserRealm, RealmBroken, ScriptError
 
 MAX_CODE_BYTES = 64 * 1024
 BUILTIN_PARSERS: tuple[str, ...] = ("json-flatten", "senml", "cayenne-lpp")
+# A device's payload_parser may name a built-in instead of holding code: "@sluice/senml".
+BUILTIN_PREFIX = "@sluice/"
 
 # Replace the shared realm when it has grown this far towards its memory limit (a safety
 # net: garbage in reference cycles and cached functions are what stays between runs).
@@ -63,6 +65,9 @@ class ParserRun:
     console: list[str]  # "log: ...", "error: ..." lines in order
     error: str | None  # None on success, else a message for the Live Inspector
     duration_ms: float
+    # "ok", or what stopped the run: "error" (the script threw or did not compile),
+    # "timeout", "memory" (a limit), "internal" (the engine itself failed)
+    outcome: str = "ok"
 
 
 _encode_json = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
@@ -96,6 +101,16 @@ def builtin_parser(name: str) -> str:
         "js", "library", name.replace("-", "_") + ".js"
     )
     return path.read_text(encoding="utf-8")
+
+
+def resolve_parser(source: str) -> str:
+    """The code to run for a device's payload_parser: its text, or a built-in's by reference.
+
+    Raises KeyError (with the names to choose from) for an unknown "@sluice/..." reference.
+    """
+    if source.startswith(BUILTIN_PREFIX):
+        return builtin_parser(source[len(BUILTIN_PREFIX) :].strip())
+    return source
 
 
 class ParserSandbox:
@@ -140,11 +155,17 @@ class ParserSandbox:
         payload: Any,
         device: dict[str, Any] | None = None,
         raw_payload: bytes | None = None,
+        *,
+        device_json: str | None = None,
+        payload_json: str | None = None,
     ) -> ParserRun:
         """Run `code` with `payload`; script errors and limits are reported in the result.
 
         `raw_payload` becomes a Buffer only for scripts whose source names raw_payload; others
-        see null there (building it costs more than many parsers take to run).
+        see null there (building it costs more than many parsers take to run). A caller that
+        runs many messages of one device may pass the device as JSON text (`device_json`, of
+        the same shape as `device`) to save encoding it each time; a caller holding the payload
+        as JSON text already may pass that (`payload_json`, then `payload` is not read).
         """
         started = time.perf_counter()
         script = _script(code)
@@ -152,8 +173,10 @@ class ParserSandbox:
             raise ParserCodeTooLarge(
                 f"parser code is {script.size} bytes; the limit is {self._max_code_bytes} bytes"
             )
-        payload_json = _to_json(payload, "payload")
-        device_json = _to_json(_device_view(device), "device")
+        if payload_json is None:
+            payload_json = _to_json(payload, "payload")
+        if device_json is None:
+            device_json = _to_json(_device_view(device), "device")
         raw = None
         if raw_payload is not None and script.uses_raw:
             raw = bytes(raw_payload).decode("latin-1")
@@ -174,20 +197,20 @@ class ParserSandbox:
             if isinstance(compiled, ScriptError):
                 if realm.retired:
                     self._shared = None
-                return ParserRun(None, [], compiled.describe(), 0.0)
+                return ParserRun(None, [], compiled.describe(), 0.0, "error")
             result = realm.run(compiled, payload_json, device_json, raw)
         except RealmBroken as broken:
             if not own_realm:
                 self._shared = None
-            return ParserRun(None, broken.console, self._limit_message(broken), 0.0)
+            return ParserRun(None, broken.console, self._limit_message(broken), 0.0, broken.kind)
         if not own_realm and not result.pristine:
             self._shared = None
         if result.error is None:
             return ParserRun(result.payload, result.console, None, 0.0)
         if result.error.out_of_memory:
             self._shared = None
-            return ParserRun(None, result.console, self._memory_message(), 0.0)
-        return ParserRun(None, result.console, result.error.describe(), 0.0)
+            return ParserRun(None, result.console, self._memory_message(), 0.0, "memory")
+        return ParserRun(None, result.console, result.error.describe(), 0.0, "error")
 
     def _shared_realm(self) -> ParserRealm:
         realm = self._shared
@@ -215,6 +238,11 @@ class ParserSandbox:
 
     def _memory_message(self) -> str:
         return f"memory: parser exceeded {self._memory_limit / 2**20:g} MB"
+
+
+def device_json(device: dict[str, Any] | None) -> str:
+    """The `device` global as JSON text, for ParserSandbox.run(device_json=...)."""
+    return _to_json(_device_view(device), "device")
 
 
 def _device_view(device: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,0 +1,287 @@
+"""Payloads per second through one parser service process, end to end over Kafka.
+
+    .venv/bin/python services/parser/bench/parser_service_bench.py [--count 100000]
+
+Starts an embedded Tansu (or uses --kafka), a migrated SQLite database holding devices whose
+payload parser is a typical 30-line Buffer decoder, and one `python -m sluice_parser` child
+process. Produces --count binary MQTT ingest records (as the actions service does for an
+insert action; device param payload_type=hex), then measures from the first produced record
+until as many data records have appeared on the data topic. Prints one JSON line; the
+parser's own CPU time is read from /proc, so `payloads_per_cpu_s` means something on a busy
+machine too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from sluice import bus, records
+from sluice.db import create_engine, session_factory
+from sluice.db.models import Account, Device, DeviceParam
+from sluice.embedded import EmbeddedKafka, free_port
+from sluice.ids import new_id
+from sluice.settings import SluiceSettings
+from sluice_api.migrate import upgrade
+from sluice_parser.output import BatchProducer, Output
+
+# An environmental sensor: 12-byte uplink, five readings plus an alarm flag.
+DECODER = r"""
+const frame = payload.find(
+  (x) => x.variable === "payload" || x.variable === "payload_raw" || x.variable === "data",
+);
+if (frame) {
+  try {
+    const buffer = Buffer.from(frame.value, "hex");
+    const flags = buffer.readUInt8(11);
+    const data = [
+      { variable: "temperature", value: buffer.readInt16BE(0) / 100, unit: "°C" },
+      { variable: "humidity", value: buffer.readUInt8(2) / 2, unit: "%" },
+      { variable: "battery", value: buffer.readUInt16BE(3) / 1000, unit: "V" },
+      { variable: "co2", value: buffer.readUInt16LE(5), unit: "ppm" },
+      { variable: "pressure", value: buffer.readUInt32BE(7) / 100, unit: "hPa" },
+    ];
+    if (flags & 0x01) {
+      data.push({ variable: "alarm", value: true });
+    }
+    payload = data.map((x) => ({
+      ...x,
+      group: frame.group,
+      time: frame.time,
+      metadata: frame.metadata,
+    }));
+  } catch (e) {
+    console.error(e.message);
+    payload = [{ variable: "parse_error", value: e.message }];
+  }
+}
+"""
+
+
+async def create_devices(database_url: str, count: int) -> tuple[str, list[str]]:
+    """(account id, device ids): devices with the decoder and payload_type=hex."""
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            account = Account(id=new_id(), name="bench", plan="scale")
+            session.add(account)
+            await session.flush()
+            ids = []
+            for index in range(count):
+                device = Device(
+                    id=new_id(),
+                    account_id=account.id,
+                    name=f"sensor-{index}",
+                    type="immutable",
+                    payload_parser=DECODER,
+                    chunk_period="month",
+                    chunk_retention=12,
+                )
+                session.add(device)
+                await session.flush()
+                session.add(
+                    DeviceParam(id=new_id(), device_id=device.id, key="payload_type", value="hex")
+                )
+                ids.append(device.id)
+            await session.commit()
+            return account.id, ids
+    finally:
+        await engine.dispose()
+
+
+def ingest_records(
+    devices: list[str], account: str, count: int, seed: int
+) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    rng = random.Random(seed)
+    out = []
+    for index in range(count):
+        device = devices[index % len(devices)]
+        envelope = records.Envelope(
+            message_id=new_id(),
+            account=account,
+            device=device,
+            topic="sensors/env",
+            qos=1,
+            origin="bench",
+            kind=records.KIND_MQTT,
+        )
+        frame = rng.randbytes(11) + bytes([index & 1])
+        out.append((device.encode(), frame, envelope.to_headers()))
+    return out
+
+
+async def produce(
+    bootstrap: str, topic: str, batch: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    """Per-partition batches (as the actions service's output would arrive), fast enough not
+    to be what is measured."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    try:
+        outputs = [Output(topic, key, value, headers) for key, value, headers in batch]
+        for start in range(0, len(outputs), 5000):
+            await BatchProducer(producer, "bench").send(outputs[start : start + 5000])
+    finally:
+        await producer.stop()
+
+
+async def count_until(consumer: AIOKafkaConsumer, wanted: int, timeout: float) -> float:
+    """Wait until ``wanted`` records arrived; the monotonic time when the last one did."""
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while seen < wanted:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {seen} of {wanted} data records within {timeout:g} s")
+        batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+        seen += sum(len(recs) for recs in batch.values())
+    return time.monotonic()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def start_service(env: dict[str, str], log_path: Path, profile: str | None) -> Any:
+    command = [sys.executable, "-m", "sluice_parser"]
+    if profile:
+        spy = Path(sys.executable).with_name("py-spy")
+        command = [str(spy), "record", "--format", "raw", "-o", profile, "--", *command]
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def service_pid(pid: int, profiled: bool) -> int:
+    """The service's own process (under py-spy, its child)."""
+    if not profiled:
+        return pid
+    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the parser service exited during start-up")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the parser service was not ready in time")
+
+
+async def run_bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, Any]:
+    database_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+    await upgrade(database_url)
+    account, devices = await create_devices(database_url, args.devices)
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    topics = records.TopicNames(prefix)
+    settings = SluiceSettings(kafka_bootstrap=bootstrap, topic_partitions=args.partitions)
+    await bus.ensure_topics(settings, topics)
+
+    health_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env.update(
+        SLUICE_KAFKA_BOOTSTRAP=bootstrap,
+        SLUICE_DATABASE_URL=database_url,
+        SLUICE_TOPIC_PREFIX=prefix,
+        SLUICE_KAFKA_FAST_GROUPS="true",
+        SLUICE_HEALTH_PORT=str(health_port),
+        SLUICE_HEALTH_HOST="127.0.0.1",
+        SLUICE_LOG_LEVEL="WARNING",
+        SLUICE_PARSER_WORKERS=str(args.workers),
+    )
+    proc = start_service(env, workdir / "parser.log", args.profile)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_bytes=2**25)
+    pid = proc.pid
+    try:
+        wait_ready(f"http://127.0.0.1:{health_port}/readyz", proc)
+        await consumer.start()
+        partitions = [TopicPartition(topics.data, p) for p in range(args.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+
+        # Warm up: the device lookups, the compiled decoder, the producer's metadata.
+        warm = ingest_records(devices, account, args.warmup, seed=1)
+        await produce(bootstrap, topics.ingest, warm)
+        await count_until(consumer, len(warm), args.timeout)
+
+        batch = ingest_records(devices, account, args.count, seed=2)
+        pid = service_pid(proc.pid, bool(args.profile))
+        cpu_before = cpu_seconds(pid)
+        started = time.monotonic()
+        await produce(bootstrap, topics.ingest, batch)
+        produced = time.monotonic()
+        finished = await count_until(consumer, len(batch), args.timeout)
+        cpu = cpu_seconds(pid) - cpu_before
+    except TimeoutError as exc:
+        tail = (workdir / "parser.log").read_text(errors="replace").splitlines()[-30:]
+        raise SystemExit(f"{exc}; the parser's log ends with:\n" + "\n".join(tail)) from None
+    finally:
+        await consumer.stop()
+        os.kill(pid, signal.SIGTERM)  # under py-spy: the service; py-spy then writes its file
+        proc.wait(60)
+    elapsed = finished - started
+    return {
+        "bench": "parser_service",
+        "payloads": args.count,
+        "devices": args.devices,
+        "partitions": args.partitions,
+        "workers": args.workers,
+        "items_per_payload": 5.5,
+        "seconds": round(elapsed, 3),
+        "produce_seconds": round(produced - started, 3),
+        "payloads_per_s": round(args.count / elapsed),
+        "parser_cpu_seconds": round(cpu, 2),
+        "payloads_per_cpu_s": round(args.count / cpu) if cpu else None,
+        "load_avg_1m": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100_000)
+    parser.add_argument("--warmup", type=int, default=2_000)
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--workers", type=int, default=1, help="SLUICE_PARSER_WORKERS")
+    parser.add_argument("--profile", help="record the service with py-spy into this file")
+    parser.add_argument("--kafka", help="bootstrap servers (default: start an embedded Tansu)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.kafka:
+            result = asyncio.run(run_bench(args, args.kafka, workdir))
+        else:
+            with EmbeddedKafka(log_path=workdir / "tansu.log") as kafka:
+                asyncio.run(kafka.wait_ready())
+                result = asyncio.run(run_bench(args, kafka.bootstrap, workdir))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""What one parser thread does with its share of a consumed batch: run the pipeline on each
+record and say what to produce (data, dead letters, Live Inspector events).
+
+No Kafka I/O here: the service loop produces the outputs, in order, and commits after.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sluice import metrics, records
+from sluice.bus import Record
+from sluice.config import DeviceInfo
+from sluice_parser.guard import ParserGuard
+from sluice_parser.metrics import parser_runs, parser_seconds
+from sluice_parser.output import Output
+from sluice_parser.pipeline import Outcome, Pipeline
+
+log = logging.getLogger("sluice.parser")
+
+INSPECTOR_OUTPUT_ITEMS = 50  # items of a parser's output shown in the Live Inspector
+INSPECTOR_EVENT_BYTES = 64 * 1024  # past this the output is left out of the event
+
+
+@dataclass(slots=True)
+class Work:
+    record: Record
+    device: DeviceInfo
+
+
+class BatchWorker:
+    """Turns ingest records into output records; each instance lives on one thread."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        topics: records.TopicNames,
+        guard: ParserGuard,
+        watching: Callable[[str], bool],
+    ) -> None:
+        self.pipeline = pipeline
+        self.topics = topics
+        self.guard = guard
+        self.watching = watching
+        self._runs = {
+            outcome: parser_runs.labels(outcome)
+            for outcome in (
+                "ok",
+                "error",
+                "timeout",
+                "memory",
+                "internal",
+                "too_large",
+                "unknown_builtin",
+                "invalid",
+                "suspended",
+            )
+        }
+
+    def process(self, work: list[Work]) -> list[Output]:
+        out: list[Output] = []
+        for item in work:
+            self._one(item.record, item.device, out)
+        return out
+
+    def _one(self, record: Record, device: DeviceInfo, out: list[Output]) -> None:
+        envelope = records.Envelope.from_headers(record.headers)
+        outcome = self._outcome(envelope, record.value or b"", device)
+        if outcome.error is None:
+            if outcome.items:
+                out.append(
+                    Output(
+                        self.topics.data,
+                        record.key,
+                        records.dumps(outcome.items),
+                        list(record.headers),
+                    )
+                )
+            if outcome.parsed and (outcome.console or self.watching(device.id)):
+                out.append(self._event(envelope, outcome))
+            return
+        out.append(self._dead_letter(record, outcome.error))
+        metrics.dead_letters.labels("parser", outcome.outcome).inc()
+        out.append(self._event(envelope, outcome))
+        if outcome.outcome != "suspended":
+            log.warning(
+                "message not stored",
+                extra={
+                    "device": envelope.device,
+                    "account": envelope.account,
+                    "message_id": envelope.message_id,
+                    "outcome": outcome.outcome,
+                    "stage": outcome.stage,
+                    "reason": outcome.error,
+                },
+            )
+
+    def _outcome(self, envelope: records.Envelope, value: bytes, device: DeviceInfo) -> Outcome:
+        if not device.payload_parser:
+            return self.pipeline.process(envelope, value, device)
+        now = time.monotonic()
+        suspension = self.guard.suspended(device.id, now)
+        if suspension is not None:
+            self._runs["suspended"].inc()
+            return Outcome(
+                error=f"payload parser suspended for another {suspension.until - now:.0f} s "
+                f"after it exceeded its limits ({suspension.reason}); save a fixed parser "
+                "to lift the suspension",
+                stage="parser",
+                outcome="suspended",
+            )
+        outcome = self.pipeline.process(envelope, value, device)
+        if not outcome.parsed:
+            return outcome  # the input was unreadable: the parser never ran
+        self._runs[outcome.outcome].inc()
+        parser_seconds.observe(outcome.duration_ms / 1000)
+        reason = (outcome.error or "").removeprefix("payload parser: ")
+        seconds = self.guard.observe(device.id, outcome.outcome, reason, time.monotonic())
+        if seconds is not None:
+            log.warning(
+                "payload parser suspended",
+                extra={
+                    "device": device.id,
+                    "account": device.account_id,
+                    "message_id": envelope.message_id,
+                    "seconds": seconds,
+                    "reason": outcome.error,
+                },
+            )
+        return outcome
+
+    def _dead_letter(self, record: Record, reason: str) -> Output:
+        # The same headers as sluice.bus.dead_letter, which sends one record at a time.
+        headers = [
+            *record.headers,
+            ("dead_service", b"parser"),
+            ("dead_reason", reason.encode()[:2000]),
+            ("dead_topic", record.topic.encode()),
+            ("dead_offset", str(record.offset).encode()),
+        ]
+        return Output(self.topics.dead_letter, record.key, record.value, headers)
+
+    def _event(self, envelope: records.Envelope, outcome: Outcome) -> Output:
+        output: Any = outcome.parser_output if outcome.parsed else None
+        if isinstance(output, list) and len(output) > INSPECTOR_OUTPUT_ITEMS:
+            output = output[:INSPECTOR_OUTPUT_ITEMS]
+        event = {
+            "type": "parser",
+            "account": envelope.account,
+            "device": envelope.device,
+            "service": "parser",
+            "at": records.now_ms(),
+            "message_id": envelope.message_id,
+            "outcome": outcome.outcome,
+            "stage": outcome.stage or None,
+            "error": outcome.error,
+            "console": outcome.console,
+            "output": output,
+            "stored": len(outcome.items),
+            "duration_ms": round(outcome.duration_ms, 3),
+        }
+        value = records.dumps(event)
+        if len(value) > INSPECTOR_EVENT_BYTES:
+            event["output"] = None
+            event["output_truncated"] = True
+            value = records.dumps(event)
+        return Output(self.topics.inspector, envelope.device.encode(), value, required=False)

@@ -1,0 +1,209 @@
+"""Normalise → parser → validate for one ingest record, as the parser service runs it."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from sluice import records
+from sluice.config import DeviceInfo
+from sluice.dataitems import item_to_json, validate_items
+from sluice_parser.pipeline import Pipeline, bus_items, item_ids
+from sluice_parser.sandbox import MAX_CODE_BYTES, ParserSandbox
+
+DECODER = """
+const frame = payload.find((x) => x.variable === "payload");
+const bytes = Buffer.from(frame.value, "hex");
+console.log("frame of", bytes.length, "bytes on", frame.metadata?.mqtt_topic);
+payload = [
+  { variable: "temperature", value: bytes.readInt16BE(0) / 100, unit: "C" },
+  { variable: "site", value: device.tags[0].value },
+];
+"""
+
+
+def device(parser: str | None = DECODER, **params: str) -> DeviceInfo:
+    return DeviceInfo(
+        id="6566e0b5f1c2a40009d6e7a1",
+        account_id="6566e0b5f1c2a40009d6e7a0",
+        name="sensor",
+        type="immutable",
+        active=True,
+        tags=(("site", "north"),),
+        params=tuple((k, v, True) for k, v in params.items()),
+        payload_parser=parser,
+        chunk_period="month",
+        chunk_retention=12,
+    )
+
+
+def mqtt(topic: str = "sensors/1", message_id: str = "m-1") -> records.Envelope:
+    return records.Envelope(
+        message_id=message_id,
+        account="a",
+        device="d",
+        topic=topic,
+        kind=records.KIND_MQTT,
+        received_at=1_732_000_000_000,
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[Pipeline]:
+    with ParserSandbox(time_limit=0.3, memory_limit=32 * 2**20) as sandbox:
+        yield Pipeline(sandbox)
+
+
+def test_binary_message_is_normalised_parsed_and_validated(pipeline: Pipeline) -> None:
+    out = pipeline.process(mqtt(), bytes.fromhex("09c4ff"), device())
+    assert out.error is None
+    assert out.outcome == "ok"
+    assert out.input == [
+        {
+            "variable": "payload",
+            "value": "09C4FF",
+            "metadata": {"mqtt_topic": "sensors/1", "topic": "sensors/1"},
+        }
+    ]
+    assert out.console == ["log: frame of 3 bytes on sensors/1"]
+    assert [(i["variable"], i["value"], i["unit"]) for i in out.items] == [
+        ("temperature", 25, "C"),
+        ("site", "north", None),
+    ]
+    assert {i["time"] for i in out.items} == {"2024-11-19T07:06:40.000Z"}  # received_at
+    assert len({i["group"] for i in out.items}) == 1
+    assert len({i["id"] for i in out.items}) == 2
+
+
+def test_payload_type_hex_param_forces_hex(pipeline: Pipeline) -> None:
+    text = b"\x31\x32"  # "12": valid UTF-8, normalised as text unless the device says hex
+    assert pipeline.process(mqtt(), text, device(None)).items[0]["value"] == "12"
+    forced = pipeline.process(mqtt(), text, device(None, payload_type="HEX"))
+    assert forced.items[0]["value"] == "3132"
+
+
+def test_same_message_gets_the_same_ids_and_group(pipeline: Pipeline) -> None:
+    first = pipeline.process(mqtt(message_id="m-7"), bytes.fromhex("ff01"), device())
+    again = pipeline.process(mqtt(message_id="m-7"), bytes.fromhex("ff01"), device())
+    other = pipeline.process(mqtt(message_id="m-8"), bytes.fromhex("ff01"), device())
+    assert [i["id"] for i in first.items] == [i["id"] for i in again.items]
+    assert first.items[0]["group"] == again.items[0]["group"] != other.items[0]["group"]
+    assert not {i["id"] for i in first.items} & {i["id"] for i in other.items}
+
+
+def test_parse_error_items_are_stored_like_any_item(pipeline: Pipeline) -> None:
+    code = """
+    try { Buffer.from(payload[0].value, "hex").readUInt32BE(0); }
+    catch (e) { payload = [{ variable: "parse_error", value: e.message }]; }
+    """
+    out = pipeline.process(mqtt(), b"\x01", device(code))
+    assert out.error is None
+    assert [(i["variable"], i["value"]) for i in out.items] == [
+        ("parse_error", "Attempt to access memory outside buffer bounds")
+    ]
+
+
+def test_parser_that_stores_nothing_is_not_an_error(pipeline: Pipeline) -> None:
+    for code in ("payload = [];", "payload = null;"):
+        out = pipeline.process(mqtt(), b"x", device(code))
+        assert (out.error, out.items, out.outcome) == (None, [], "ok")
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome", "message"),
+    [
+        ("console.log('about to fail');\nnull.x;", "error", "TypeError: cannot read property"),
+        ("while (true) {}", "timeout", "timeout: parser exceeded 0.3 s CPU time"),
+        ("const a = []; for (;;) a.push(new Array(1e5).fill(1));", "memory", "memory: parser"),
+        ("payload = [{ variable: 'bad name', value: 1 }];", "invalid", "item 0"),
+        ("payload = 'text';", "invalid", "data must be an item object"),
+    ],
+    ids=["throws", "loops", "allocates", "invalid variable", "not items"],
+)
+def test_failures_store_nothing_and_say_why(
+    pipeline: Pipeline, code: str, outcome: str, message: str
+) -> None:
+    out = pipeline.process(mqtt(), b"x", device(code))
+    assert out.items == []
+    assert out.outcome == outcome
+    assert out.error is not None
+    assert message in out.error
+    if outcome == "invalid":
+        assert out.stage == "validation"
+    else:
+        assert out.stage == "parser"
+        assert out.error.startswith("payload parser: ")
+    if outcome == "error":
+        assert out.console == ["log: about to fail"]
+        assert out.error.endswith("(line 2)")
+    # the sandbox recovers for the next message
+    assert pipeline.process(mqtt(), bytes.fromhex("ff01"), device()).error is None
+
+
+def test_code_over_the_limit_is_refused_per_message(pipeline: Pipeline) -> None:
+    code = "//" + "x" * MAX_CODE_BYTES
+    out = pipeline.process(mqtt(), b"x", device(code))
+    assert out.outcome == "too_large"
+    assert out.error == (
+        f"payload parser: parser code is {MAX_CODE_BYTES + 2} bytes; "
+        f"the limit is {MAX_CODE_BYTES} bytes"
+    )
+
+
+def test_built_in_parser_by_reference(pipeline: Pipeline) -> None:
+    lpp = bytes.fromhex("03670110056700ff")
+    out = pipeline.process(mqtt(), lpp, device("@sluice/cayenne-lpp", payload_type="hex"))
+    assert out.error is None
+    assert [(i["variable"], i["value"]) for i in out.items] == [
+        ("temperature_3", 27.2),
+        ("temperature_5", 25.5),
+    ]
+    unknown = pipeline.process(mqtt(), lpp, device("@sluice/lora"))
+    assert unknown.outcome == "unknown_builtin"
+    assert unknown.error is not None
+    assert "json-flatten, senml, cayenne-lpp" in unknown.error
+
+
+def test_http_items_skip_normalisation(pipeline: Pipeline) -> None:
+    envelope = replace(mqtt(), kind=records.KIND_ITEMS)
+    items = [{"variable": "payload", "value": "0bb8"}]
+    out = pipeline.process(envelope, records.dumps(items), device())
+    assert out.input == items
+    assert out.items[0]["value"] == 30
+
+
+def test_device_json_follows_a_changed_device(pipeline: Pipeline) -> None:
+    code = "payload = [{ variable: 'site', value: device.tags[0].value }];"
+    first = device(code)
+    assert pipeline.process(mqtt(), b"x", first).items[0]["value"] == "north"
+    moved = replace(first, tags=(("site", "south"),))
+    assert pipeline.process(mqtt(), b"x", moved).items[0]["value"] == "south"
+
+
+def test_bus_items_are_item_to_json_with_ids() -> None:
+    raw: list[Any] = [
+        {"variable": "a", "value": 1, "unit": "C", "time": "2024-01-01T00:00:00.5Z"},
+        {"variable": "b", "value": "x", "location": {"lat": 1, "lng": 2}, "metadata": {"k": 1}},
+        {"variable": "c", "value": True, "group": "g"},
+    ]
+    items = validate_items(raw, now=datetime(2024, 5, 1, tzinfo=UTC), default_group="dg")
+    ids = item_ids("m-1", 3)
+    assert bus_items(items, "m-1") == [
+        {**item_to_json(item), "id": item_id} for item, item_id in zip(items, ids, strict=True)
+    ]
+    assert all(len(i) == 24 and int(i, 16) >= 0 for i in ids)
+    assert len(set(ids)) == 3
+    assert item_ids("m-1", 3) == ids
+    assert item_ids("m-2", 3)[0] not in ids
+
+
+def test_base64_is_not_decoded_by_the_service(pipeline: Pipeline) -> None:
+    # The API decodes base64 sources when they are saved; the service runs what is stored.
+    code = base64.b64encode(b"payload = [];").decode()
+    out = pipeline.process(mqtt(), b"x", device(code))
+    assert out.outcome == "error"
