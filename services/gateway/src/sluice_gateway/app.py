@@ -21,6 +21,7 @@ from sluice_gateway.connection import Connection
 from sluice_gateway.events import EventSink
 from sluice_gateway.node import GatewayNode
 from sluice_gateway.propcodec import props_header
+from sluice_gateway.relay import create_relays
 from sluice_gateway.session import Message, Session
 from sluice_gateway.settings import GatewaySettings
 from sluice_gateway.uplink import UplinkProducer
@@ -119,6 +120,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     gwmetrics.register(node)
     feed = ClusterFeed(node, settings, topics)
     await feed.start(stop)
+    relays = create_relays(node, settings, topics)  # MQTT relay: docs/relay.md
 
     reuse = settings.reuse_port
     servers = [
@@ -171,12 +173,14 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         loop.create_task(events.run(uplink_stop)),
         loop.create_task(node.quotas.counter.run(stop)),
         loop.create_task(node.quotas.gauges.run(stop)),
+        loop.create_task(relays.run(stop)),
     ]
     try:
         await stop.wait()
     finally:
         for server in servers:
             server.close()
+        await relays.stop()
         await node.shutdown()
         uplink_stop.set()
         await asyncio.gather(*loops, return_exceptions=True)
