@@ -88,7 +88,7 @@ class Brokers:
                 extra_env={"SLUICE_LOG_LEVEL": "WARNING"},
             )
             self.stack.start()
-            account = self.stack.create_account("bench", plan="scale")
+            account = self.stack.create_account("bench", plan=self.stack.unlimited_plan())
             self.account_token = account["token"]
             # One device per publisher: records are keyed by device, so several devices
             # spread the pipeline over partitions as real fleets do.

@@ -133,7 +133,7 @@ async def fuzz_connection(
 
 @pytest.mark.slow
 def test_fuzzed_packets_are_refused_and_the_gateway_keeps_serving(sqlite_stack: Stack) -> None:
-    account = sqlite_stack.create_account("fuzz")
+    account = sqlite_stack.create_account("fuzz", plan=sqlite_stack.unlimited_plan())
     device = sqlite_stack.create_device(account["token"], name="fuzzer")
     good = Client(sqlite_stack.mqtt_port, device["token"], version=4)
     assert good.connect() == 0

@@ -22,6 +22,17 @@ import httpx
 from sluice.embedded import free_port
 
 SERVICES = ("storage", "parser", "actions", "gateway", "api")
+_handed_out: set[int] = set()
+
+
+def unique_port() -> int:
+    """A free port this process has not handed out before (ports are bound only later, by
+    the children, so two picks in a row could otherwise collide)."""
+    while True:
+        port = free_port()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass
@@ -77,9 +88,9 @@ class Stack:
     admin_token: str = "test-admin-token"
     services: tuple[str, ...] = SERVICES
     extra_env: dict[str, str] = field(default_factory=dict)
-    mqtt_port: int = field(default_factory=free_port)
-    ws_port: int = field(default_factory=free_port)
-    api_port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=unique_port)
+    ws_port: int = field(default_factory=unique_port)
+    api_port: int = field(default_factory=unique_port)
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     @property
@@ -115,7 +126,7 @@ class Stack:
         if service == "api":
             url = f"http://127.0.0.1:{child_env['SLUICE_API_PORT']}/readyz"
         else:
-            port = free_port()
+            port = unique_port()
             child_env["SLUICE_HEALTH_PORT"] = str(port)
             child_env["SLUICE_HEALTH_HOST"] = "127.0.0.1"
             url = f"http://127.0.0.1:{port}/readyz"
@@ -167,6 +178,33 @@ class Stack:
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.api_url, headers=headers, timeout=30)
+
+    def create_plan(self, name: str, based_on: str = "scale", **limits: Any) -> str:
+        """A custom plan (admin API); an existing one of that name is kept."""
+        with self.client(self.admin_token) as http:
+            response = http.post(
+                "/plan", json={"name": name, "based_on": based_on, "limits": limits}
+            )
+            if response.status_code != 409:
+                response.raise_for_status()
+        return name
+
+    def unlimited_plan(self) -> str:
+        """For load, fuzz and benchmark traffic: limits far above what they send."""
+        big = 10**9
+        return self.create_plan(
+            "load-test",
+            mqtt_connect_per_min=big,
+            mqtt_publish_per_min=big,
+            mqtt_subscribe_receive_per_min=big,
+            data_post_per_min=big,
+            data_get_per_min=big,
+            data_edit_per_min=big,
+            device_token_per_min=big,
+            max_connections=big,
+            max_subscriptions_per_connection=100_000,
+            max_inflight=65_535,
+        )
 
     def create_account(self, name: str = "acme", plan: str = "scale") -> dict[str, Any]:
         with self.client(self.admin_token) as http:
