@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,8 @@ LAST_AUTH_RESOLUTION = timedelta(minutes=1)
 # Declared for the OpenAPI document; the token is read from any of TOKEN_HEADERS or ?token=.
 _token_scheme = APIKeyHeader(name="token", auto_error=False, description="device or account token")
 _bearer_scheme = APIKeyHeader(name="Authorization", auto_error=False, description="Bearer <token>")
+
+log = logging.getLogger("sluice.api")
 
 
 def get_context(request: Request) -> ApiContext:
@@ -208,9 +211,12 @@ async def enforce_limit(
     retry_after = ctx.limiter.hit(f"{account.id}:{name}", limit)
     if retry_after is not None:
         metrics.limit_hits.labels("api", name).inc()
+        log.info(
+            "request over a plan limit",
+            extra={"account": account.id, "limit": name, "per_minute": limit, "plan": account.plan},
+        )
+        seconds = f"{retry_after:.0f}"
+        # The message is TagoIO's, word for word: clients match on it.
         raise ApiError(
-            429,
-            f"Too many requests: limit {name} is {limit} per minute on plan "
-            f"'{account.plan}'; retry in {retry_after:.0f} s",
-            headers={"Retry-After": f"{retry_after:.0f}"},
+            429, f"Too many requests (Retry-After: {seconds})", headers={"Retry-After": seconds}
         )
