@@ -5,7 +5,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 BIN := .venv/bin
 
-.PHONY: install run test test-fast lint format bench chaos clean
+.PHONY: install run test test-fast lint format bench clean
 
 install: $(UV)  ## create .venv with every package (editable) and the dev tools, from uv.lock
 	$(UV) sync --all-packages --frozen
@@ -28,6 +28,9 @@ lint:  ## ruff + mypy (strict on the shared library and the pure cores)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy libs/sluice/src services/*/src
+
+bench:  ## every benchmark scenario (Sluice beside Mosquitto); rewrites docs/benchmarks.md and .png
+	$(BIN)/python bench/all.py
 
 format:
 	$(BIN)/ruff format .

@@ -186,7 +186,11 @@ def measure_storage(stack: Stack, points: int) -> dict[str, Any]:
     assert proc.process is not None
     cpu = cpu_seconds(proc.process.pid)
     moving = [s for s in samples if s[1] > 0]
-    (t0, c0), (t1, c1) = moving[0], moving[-1]
+    idle = [s for s in samples if s[1] == 0]
+    # From the first sample that saw progress, or (small runs that finish between two
+    # samples) from the last sample before any progress.
+    (t0, c0) = moving[0] if len(moving) > 1 else (idle[-1] if idle else samples[0])
+    (t1, c1) = moving[-1]
     return {
         "bench": "storage_consumer_postgresql",
         "points": int(c1),
