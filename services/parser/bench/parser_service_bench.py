@@ -32,13 +32,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sluice import bus, records
+from sluice.batching import BatchProducer, Output
 from sluice.db import create_engine, session_factory
 from sluice.db.models import Account, Device, DeviceParam
 from sluice.embedded import EmbeddedKafka, free_port
 from sluice.ids import new_id
 from sluice.settings import SluiceSettings
 from sluice_api.migrate import upgrade
-from sluice_parser.output import BatchProducer, Output
 
 # An environmental sensor: 12-byte uplink, five readings plus an alarm flag.
 DECODER = r"""

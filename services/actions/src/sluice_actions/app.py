@@ -16,7 +16,7 @@ import httpx
 from sluice import bus, records
 from sluice.config import ConfigStore, follow_control
 from sluice.db import create_engine, session_factory
-from sluice.inspector import Inspector
+from sluice.inspector import Inspector, Watches
 from sluice.service import consumer_check, database_check, run_until_stopped, start_health
 from sluice_actions.dispatch import Dispatcher
 from sluice_actions.effects import HttpPoster, Mailer
@@ -60,7 +60,9 @@ async def serve(settings: ActionsSettings, stop: asyncio.Event) -> None:
         topics,
         origin,
     )
-    dispatcher = Dispatcher(store, states, producer, topics, inspector, origin)
+    watches = Watches()
+    store.listeners.append(watches.apply)
+    dispatcher = Dispatcher(store, states, producer, topics, inspector, origin, watches)
     trigger_topics = [topics.uplink, topics.data]
     consumer = bus.make_group_consumer(settings, trigger_topics, settings.actions_group)
     loop = bus.ConsumerLoop(consumer, trigger_topics, dispatcher.handle, name="actions")

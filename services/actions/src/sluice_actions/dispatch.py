@@ -8,18 +8,19 @@ on ``sluice.ingest`` and ``sluice.downlink``, ``post`` and ``email`` become jobs
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from sluice import records
+from sluice.batching import BatchProducer, Output
 from sluice.bus import Record
 from sluice.config import ActionInfo, ConfigStore, DeviceInfo
 from sluice.ids import derived_id
-from sluice.inspector import Inspector
+from sluice.inspector import Inspector, Watches
 from sluice.normalise import normalise_mqtt_payload
 from sluice.topicfilter import validate_topic_name
 from sluice_actions import metrics
@@ -57,35 +58,50 @@ def recipients(to: Any) -> list[str]:
 
 
 class Outbox:
-    """What one batch produces, and what to report once Kafka has acknowledged all of it."""
+    """What one batch produces, and what to report once Kafka has acknowledged all of it.
 
-    def __init__(self, producer: AIOKafkaProducer, inspector: Inspector) -> None:
-        self.producer = producer
+    Records go out in per-partition Kafka batches. A routine success (an ``insert``, one per
+    stored message) is reported to the Live Inspector only while someone watches the device;
+    every other execution, retry and failure always is.
+    """
+
+    def __init__(self, batcher: BatchProducer, inspector: Inspector, watches: Watches) -> None:
+        self.batcher = batcher
         self.inspector = inspector
-        self.sent: list[asyncio.Future[Any]] = []
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
-        self.outcomes: list[tuple[str, str]] = []
+        self.watches = watches
+        self.outputs: list[Output] = []
+        self.events: list[Output] = []
+        self.outcomes: Counter[tuple[str, str]] = Counter()
 
     async def send(
         self, topic: str, value: bytes, key: str, headers: list[tuple[str, bytes]]
     ) -> None:
-        self.sent.append(await self.producer.send(topic, value, key=key.encode(), headers=headers))
+        self.outputs.append(Output(topic, key.encode(), value, headers))
 
     def report(
-        self, account: str, device: str, outcome: tuple[str, str] | None, **event: Any
+        self,
+        account: str,
+        device: str,
+        outcome: tuple[str, str] | None,
+        *,
+        routine: bool = False,
+        **event: Any,
     ) -> None:
         """An inspector event, and (type, outcome) to count, once the batch is in Kafka."""
         if outcome is not None:
-            self.outcomes.append(outcome)
-        self.events.append((account, device, {k: v for k, v in event.items() if v is not None}))
+            self.outcomes[outcome] += 1
+        if routine and not self.watches(device):
+            return
+        fields = {k: v for k, v in event.items() if v is not None}
+        value = self.inspector.encode(account, device, "action", **fields)
+        self.events.append(Output(self.inspector.topic, device.encode(), value, required=False))
 
     async def flush(self) -> None:
-        if self.sent:
-            await asyncio.gather(*self.sent)  # raises: the batch is retried, nothing reported
-        for kind, outcome in self.outcomes:
-            metrics.executions.labels(kind, outcome).inc()
-        for account, device, event in self.events:
-            await self.inspector.emit(account, device, "action", **event)
+        # Raises when Kafka fails: the batch is retried and nothing is reported.
+        await self.batcher.send(self.outputs)
+        for (kind, outcome), count in self.outcomes.items():
+            metrics.executions.labels(kind, outcome).inc(count)
+        await self.batcher.send(self.events)
 
 
 class Dispatcher:
@@ -97,7 +113,10 @@ class Dispatcher:
         topics: records.TopicNames,
         inspector: Inspector,
         origin: str,
+        watches: Watches | None = None,
     ) -> None:
+        self.batcher = BatchProducer(producer, "actions")
+        self.watches = watches or Watches()
         self.store = store
         self.states = states
         self.producer = producer
@@ -106,7 +125,7 @@ class Dispatcher:
         self.origin = origin
 
     async def handle(self, batch: list[Record]) -> None:
-        outbox = Outbox(self.producer, self.inspector)
+        outbox = Outbox(self.batcher, self.inspector, self.watches)
         for record in batch:
             if record.topic == self.topics.uplink:
                 await self.on_uplink(record, outbox)
@@ -156,6 +175,7 @@ class Dispatcher:
             envelope.account,
             envelope.device,
             ("insert", "success"),
+            routine=True,
             action=action.id,
             name=action.name,
             action_type="insert",
@@ -251,7 +271,7 @@ class Dispatcher:
             received_at_ms=envelope.received_at,
             action_state=action_state,
         )
-        common = {
+        common: dict[str, Any] = {
             "action": action.id,
             "name": action.name,
             "action_type": kind,

@@ -205,7 +205,7 @@ class ClusterFeed:
                 c.SESSION_TAKEN_OVER,
             )
         elif kind == config.INSPECTOR_WATCH:
-            node.events.watch(str(event.get("device", "")), int(event.get("until", 0)))
+            node.events.watches.apply(event)
 
     async def _recheck_device(self, device_id: str) -> None:
         sessions = [s for s in self.node.broker.sessions() if s.device_id == device_id]

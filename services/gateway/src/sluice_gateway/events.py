@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from typing import Any
 
@@ -16,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from sluice import records
-from sluice.inspector import preview
+from sluice.inspector import Watches, preview
 from sluice_gateway.session import Message, Session
 
 log = logging.getLogger("sluice.gateway.events")
@@ -26,7 +25,7 @@ class EventSink:
     def __init__(self, producer: AIOKafkaProducer, topic: str, max_queue: int = 10_000) -> None:
         self.producer = producer
         self.topic = topic
-        self.watched: dict[str, float] = {}  # device -> watch deadline (wall clock)
+        self.watches = Watches()
         self.dropped = 0
         self._queue: deque[tuple[str, dict[str, Any]]] = deque(maxlen=max_queue)
         self._wakeup = asyncio.Event()
@@ -60,14 +59,6 @@ class EventSink:
             preview=preview(msg.payload),
         )
 
-    def watch(self, device: str, until_ms: int) -> None:
-        self.watched[device] = until_ms / 1000
-
-    def expire_watches(self) -> None:
-        now = time.time()
-        for device in [d for d, until in self.watched.items() if until < now]:
-            del self.watched[device]
-
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set() or self._queue:
             if not self._queue:
@@ -75,7 +66,7 @@ class EventSink:
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), 1.0)
                 except TimeoutError:
-                    self.expire_watches()
+                    pass
                 continue
             device, event = self._queue.popleft()
             try:

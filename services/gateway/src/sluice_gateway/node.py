@@ -324,7 +324,7 @@ class GatewayNode:
             self.broker.set_retained(session.account, msg)
             self.retain_sink(session.account, session.device_id, msg)
         self.broker.route(session.account, msg, origin=session)
-        if session.device_id in self.events.watched:
+        if self.events.watches(session.device_id):
             self.events.publish(session, msg)
 
     def pressure(self, paused: bool) -> None:

@@ -11,43 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sluice import bus, config, records
+from sluice.batching import BatchProducer, Output
 from sluice.bus import Record
 from sluice.config import ConfigStore, DeviceInfo, follow_control
 from sluice.db import create_engine, session_factory
+from sluice.inspector import Watches
 from sluice.service import consumer_check, database_check, run_until_stopped, start_health
 from sluice_parser.guard import ParserGuard
-from sluice_parser.output import BatchProducer, Output
 from sluice_parser.pipeline import Pipeline
 from sluice_parser.sandbox import ParserSandbox
 from sluice_parser.settings import ParserSettings
 from sluice_parser.worker import BatchWorker, Work
 
 log = logging.getLogger("sluice.parser")
-
-# The API announces an open Live Inspector with this control event (see sluice_api.inspector);
-# successful runs of a watched device are reported even when they log nothing.
-
-
-class Watches:
-    """Devices someone watches in the Live Inspector, until when (wall clock, seconds)."""
-
-    def __init__(self) -> None:
-        self.until: dict[str, float] = {}
-
-    def __call__(self, device: str) -> bool:
-        until = self.until.get(device)
-        return until is not None and until > time.time()
-
-    def watch(self, device: str, until_ms: int) -> None:
-        now = time.time()
-        if len(self.until) > 10_000:
-            self.until = {d: u for d, u in self.until.items() if u > now}
-        self.until[device] = until_ms / 1000
 
 
 class ParserThreads:
@@ -116,7 +96,7 @@ async def serve(settings: ParserSettings, stop: asyncio.Event) -> None:
     store = ConfigStore(session_factory(engine), settings.control_cache_ttl)
     producer = bus.make_producer(settings)
     await bus.start_with_retry(producer, "parser producer", stop)
-    output = BatchProducer(producer)
+    output = BatchProducer(producer, "parser")
     guard = ParserGuard(settings.parser_suspend_seconds, settings.parser_suspend_max)
     watches = Watches()
     threads = ParserThreads(settings, topics, guard, watches)
@@ -126,8 +106,8 @@ async def serve(settings: ParserSettings, stop: asyncio.Event) -> None:
         kind, device = event.get("type"), str(event.get("device") or "")
         if kind in (config.DEVICE_CHANGED, config.DEVICE_DELETED) and device:
             guard.lift(device)  # a new parser deserves a fresh start
-        elif kind == config.INSPECTOR_WATCH and device:
-            watches.watch(device, int(event.get("until") or 0))
+        else:
+            watches.apply(event)  # successful runs of watched devices are reported
 
     store.listeners.append(on_control)
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice import metrics, records
+from sluice.batching import Output
 from sluice.bus import Record
 from sluice.config import DeviceInfo
 from sluice_parser.guard import ParserGuard
 from sluice_parser.metrics import parser_runs, parser_seconds
-from sluice_parser.output import Output
 from sluice_parser.pipeline import Outcome, Pipeline
 
 log = logging.getLogger("sluice.parser")

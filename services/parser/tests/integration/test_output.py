@@ -8,8 +8,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from sluice import bus, records
+from sluice.batching import BatchProducer, Output
 from sluice.settings import SluiceSettings
-from sluice_parser.output import BatchProducer, Output
 
 
 async def read_all(settings: SluiceSettings, topic: str, expected: int) -> list[Any]:
@@ -49,7 +49,7 @@ async def test_outputs_keep_key_order_and_the_default_partitioning(
         big = b"x" * (300 * 1024)  # larger than one producer batch (256 kB)
         outputs.insert(7, Output(topics.data, keys[7], big, []))
         outputs.append(Output(topics.inspector, keys[0], b"event", required=False))
-        await BatchProducer(producer).send(outputs)
+        await BatchProducer(producer, "test").send(outputs)
         # where the producer's own partitioner sends each key
         placed = {
             key: (await (await plain.send(topics.dead_letter, b"", key=key))).partition

@@ -11,10 +11,10 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from sluice import records
+from sluice.batching import Output
 from sluice.config import DeviceInfo
 from sluice_parser.guard import ParserGuard
 from sluice_parser.metrics import parser_runs
-from sluice_parser.output import Output
 from sluice_parser.pipeline import Pipeline
 from sluice_parser.sandbox import ParserSandbox
 from sluice_parser.worker import BatchWorker, Work

@@ -1,8 +1,9 @@
-"""Produces a batch's output records in per-partition Kafka batches: one future per batch.
+"""Produce a consumer batch's output records in per-partition Kafka batches: one future per
+Kafka batch instead of one per record.
 
-Records keep their order within a partition (so per device). Required records (data and
-dead letters) are awaited, so the consumed offsets are committed only once Kafka holds
-them; Live Inspector events are best effort.
+Records keep their order within a partition (so per device). Required records (data, dead
+letters, derived messages) are awaited, so the consumed offsets are committed only once
+Kafka holds them; best-effort ones (Live Inspector events) are only counted when lost.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aiokafka.partitioner import murmur2
 
 from sluice import metrics
 
-log = logging.getLogger("sluice.parser.output")
+log = logging.getLogger("sluice.batching")
 
 PARTITIONS_TTL = 60.0  # seconds before the partition list of a topic is asked again
 
@@ -42,7 +43,7 @@ class _Topic:
 
 
 class BatchProducer:
-    def __init__(self, producer: AIOKafkaProducer, service: str = "parser") -> None:
+    def __init__(self, producer: AIOKafkaProducer, service: str) -> None:
         self.producer = producer
         self.service = service
         self.dropped = 0
