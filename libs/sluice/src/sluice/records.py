@@ -115,26 +115,31 @@ class Envelope:
 
     @classmethod
     def from_headers(cls, headers: Iterable[tuple[str, bytes]]) -> Envelope:
-        values = {k: v.decode("utf-8", "replace") for k, v in headers}
-        env = cls(
-            message_id=values.pop("message_id", ""),
-            account=values.pop("account", ""),
-            device=values.pop("device", ""),
-            topic=values.pop("topic", ""),
-            qos=_int(values.pop("qos", "0")),
-            received_at=_int(values.pop("received_at", "0")),
-            origin=values.pop("origin", ""),
-            retain=values.pop("retain", "") == "1",
-            kind=values.pop("kind", ""),
-            schema=_int(values.pop("schema", str(SCHEMA_VERSION))),
+        # Every consumer calls this per record: decode only what it is, once.
+        values = dict(headers)
+        pop = values.pop
+        return cls(
+            message_id=_text(pop("message_id", b"")),
+            account=_text(pop("account", b"")),
+            device=_text(pop("device", b"")),
+            topic=_text(pop("topic", b"")),
+            qos=_int(pop("qos", b"0")),
+            received_at=_int(pop("received_at", b"0")),
+            origin=_text(pop("origin", b"")),
+            retain=pop("retain", b"") == b"1",
+            kind=_text(pop("kind", b"")),
+            schema=_int(pop("schema", b"1")),
+            extra={k: _text(v) for k, v in values.items()} if values else {},
         )
-        env.extra = values
-        return env
 
 
-def _int(text: str) -> int:
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _int(raw: bytes | str) -> int:
     try:
-        return int(text)
+        return int(raw)
     except ValueError:
         return 0
 
