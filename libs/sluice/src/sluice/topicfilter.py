@@ -7,6 +7,7 @@ first level never matches a topic whose name starts with ``$``.
 
 from __future__ import annotations
 
+import re
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -197,3 +198,19 @@ class TopicTree(Generic[T]):
                 if exact is not None:
                     pending.append((exact, position + 1))
         return found
+
+
+# Topic templates: a topic name with {placeholders} (relay downlink topics).
+TEMPLATE_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def template_problem(template: str, placeholders: tuple[str, ...]) -> str | None:
+    """None when ``template`` is a topic name once its placeholders are filled, else why."""
+    names = ", ".join(f"{{{p}}}" for p in placeholders)
+    for name in TEMPLATE_PLACEHOLDER.findall(template):
+        if name not in placeholders:
+            return f"unknown placeholder {{{name}}}; use {names}"
+    rest = TEMPLATE_PLACEHOLDER.sub("x", template)
+    if "{" in rest or "}" in rest:
+        return f"braces must enclose a placeholder: {names}"
+    return validate_topic_name(rest)

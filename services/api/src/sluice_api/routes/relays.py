@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import ssl
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,8 @@ from sqlalchemy import func, select
 from sluice import config
 from sluice.db.models import Device, Relay, RelayStatus
 from sluice.ids import new_id
-from sluice.topicfilter import validate_topic_filter, validate_topic_name
+from sluice.topicfilter import template_problem as topic_template_problem
+from sluice.topicfilter import validate_topic_filter
 from sluice_api.deps import AccountDep, ContextDep, SessionDep
 from sluice_api.errors import ERROR_RESPONSES, ApiError, Envelope, documented, ok
 
@@ -35,7 +35,6 @@ MAX_RELAYS = 20  # per account
 MAX_SUBSCRIPTIONS = 50
 # The owning gateway writes a relay's status at least every 15 s; silence means no owner.
 STALE_AFTER = timedelta(seconds=60)
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 PLACEHOLDERS = ("topic", "serial", "device")
 EXAMPLE_ID = "6743a1f0c2d4e5f6a7b8c9e3"
 
@@ -263,13 +262,7 @@ def relay_public(relay: Relay, status: RelayStatus | None) -> dict[str, Any]:
 
 
 def template_problem(template: str) -> str | None:
-    for name in _PLACEHOLDER.findall(template):
-        if name not in PLACEHOLDERS:
-            return f"unknown placeholder {{{name}}}; use {{topic}}, {{serial}} or {{device}}"
-    rest = _PLACEHOLDER.sub("x", template)
-    if "{" in rest or "}" in rest:
-        return "braces must enclose a placeholder: {topic}, {serial} or {device}"
-    return validate_topic_name(rest)
+    return topic_template_problem(template, PLACEHOLDERS)
 
 
 def _tls_problem(tls: dict[str, Any]) -> str | None:

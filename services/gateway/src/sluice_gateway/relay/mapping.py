@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from sluice.topicfilter import validate_topic_name
+from sluice.topicfilter import TEMPLATE_PLACEHOLDER, validate_topic_name
+from sluice.topicfilter import template_problem as topic_template_problem
 from sluice_gateway.relay.model import DeviceMapping
 
 
@@ -81,18 +82,11 @@ def locate(mapping: DeviceMapping, topic: str, payload: bytes) -> Located:
 
 
 PLACEHOLDERS = ("topic", "serial", "device")
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 def template_problem(template: str) -> str | None:
     """None when ``template`` is a usable downlink topic template, else what is wrong."""
-    for name in _PLACEHOLDER.findall(template):
-        if name not in PLACEHOLDERS:
-            return f"unknown placeholder {{{name}}}; use {{topic}}, {{serial}} or {{device}}"
-    rest = _PLACEHOLDER.sub("x", template)
-    if "{" in rest or "}" in rest:
-        return "braces must enclose a placeholder: {topic}, {serial} or {device}"
-    return validate_topic_name(rest)
+    return topic_template_problem(template, PLACEHOLDERS)
 
 
 def downlink_topic(template: str, *, topic: str, device: str, serial: str | None) -> str:
@@ -108,7 +102,7 @@ def downlink_topic(template: str, *, topic: str, device: str, serial: str | None
             raise Unmapped(f"the downlink topic needs {{serial}} but device {device} has none")
         return serial
 
-    result = _PLACEHOLDER.sub(fill, template)
+    result = TEMPLATE_PLACEHOLDER.sub(fill, template)
     problem = validate_topic_name(result)
     if problem is not None:
         raise Unmapped(f"downlink topic {result!r}: {problem}")
