@@ -24,6 +24,7 @@ from sluice import bus, records
 from sluice.embedded import EmbeddedKafka, free_port, port_in_use
 from sluice.logs import configure_logging
 from sluice.settings import SluiceSettings
+from sluice.workers import RestartBudget
 
 log = logging.getLogger("sluice.runner")
 
@@ -41,7 +42,7 @@ class Child:
     env: dict[str, str]
     health_url: str
     process: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
+    restarts: RestartBudget = field(default_factory=lambda: RestartBudget(5))
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -262,9 +263,7 @@ def _supervise(
                 asyncio.run(bus.ensure_topics(settings, names))
             for child in children:
                 if not child.alive() and not stopping:
-                    now = time.monotonic()
-                    child.restarts = [t for t in child.restarts if now - t < 60] + [now]
-                    if len(child.restarts) > 5:
+                    if not child.restarts.spend():
                         print(f"sluice: {child.name} keeps crashing; stopping", file=sys.stderr)
                         return 1
                     log.warning(

@@ -19,6 +19,19 @@ from typing import Any
 log = logging.getLogger("sluice.workers")
 
 
+class RestartBudget:
+    """Restart what crashed, unless it crashed more than ``limit`` times in a minute."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.times: list[float] = []
+
+    def spend(self) -> bool:
+        now = time.monotonic()
+        self.times = [t for t in self.times if now - t < 60] + [now]
+        return len(self.times) <= self.limit
+
+
 def worker_env(service: str, index: int, base: dict[str, str]) -> dict[str, str]:
     env = dict(base)
     env["SLUICE_WORKERS"] = "1"
@@ -50,14 +63,12 @@ def run_workers(service: str, count: int) -> int:
         )
 
     workers = [spawn(i) for i in range(count)]
-    restarts: list[float] = []
+    budget = RestartBudget(5 * count)
     while not stopping:
         time.sleep(0.2)
         for index, proc in enumerate(workers):
             if proc.poll() is not None and not stopping:
-                now = time.monotonic()
-                restarts = [t for t in restarts if now - t < 60] + [now]
-                if len(restarts) > 5 * count:
+                if not budget.spend():
                     log.error("%s workers keep exiting; giving up", service)
                     stopping = True
                     break
