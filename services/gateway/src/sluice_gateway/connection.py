@@ -13,9 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sluice.topicfilter import parse_shared, validate_topic_filter
 from sluice_gateway import codec as c
-from sluice_gateway.acl import allowed_filter, allowed_topic
 from sluice_gateway.codec import (
     Connack,
     Connect,
@@ -24,15 +22,14 @@ from sluice_gateway.codec import (
     ProtocolError,
     Publish,
     StreamDecoder,
-    Suback,
     Subscribe,
-    Unsuback,
     Unsubscribe,
     encode,
     encode_ack,
-    encode_publish,
 )
-from sluice_gateway.session import Message, Session, Subscription
+from sluice_gateway.outbound import OutboundAliases, encode_delivery, forwardable
+from sluice_gateway.session import Message, Session
+from sluice_gateway.subscribing import handle_subscribe, handle_unsubscribe
 
 if TYPE_CHECKING:
     from sluice_gateway.node import GatewayNode, Will
@@ -42,30 +39,6 @@ log = logging.getLogger("sluice.gateway")
 NEW, AUTHENTICATING, CONNECTED, CLOSED = range(4)
 PINGRESP = b"\xd0\x00"
 MAX_EXPIRY = 0xFFFFFFFF
-FORWARDED_PROPS = (
-    "payload_format_indicator",
-    "content_type",
-    "response_topic",
-    "correlation_data",
-    "user_properties",
-)
-
-
-def forwardable(props: Properties | None) -> tuple[Properties | None, float | None]:
-    """Split a PUBLISH's properties into what subscribers get and its expiry deadline."""
-    if props is None:
-        return None, None
-    expires = None
-    if props.message_expiry_interval is not None:
-        expires = time.monotonic() + props.message_expiry_interval
-    kept = Properties()
-    empty = True
-    for name in FORWARDED_PROPS:
-        value = getattr(props, name)
-        if value is not None:
-            setattr(kept, name, value)
-            empty = False
-    return (None if empty else kept), expires
 
 
 class Connection(asyncio.Protocol):
@@ -86,8 +59,7 @@ class Connection(asyncio.Protocol):
         self.will: Will | None = None
         self.receive_maximum = 65535  # the client's: our QoS 1/2 sends in flight to it
         self.client_max_packet = 0
-        self.alias_max_out = 0
-        self.aliases_out: dict[str, int] = {}
+        self.aliases = OutboundAliases()
         self.aliases_in: dict[int, str] = {}
         self.unacked = 0  # the client's publishes waiting for Kafka
         self.inflight_limit = node.settings.receive_maximum
@@ -318,77 +290,10 @@ class Connection(asyncio.Protocol):
 
     # -- SUBSCRIBE / UNSUBSCRIBE ----------------------------------------------------
     def on_subscribe(self, packet: Subscribe) -> None:
-        session = self.session
-        assert session is not None
-        v5 = self.version == 5
-        sub_id = None
-        if packet.properties is not None and packet.properties.subscription_identifiers:
-            sub_id = packet.properties.subscription_identifiers[0]
-        codes: list[int] = []
-        retained: list[tuple[Message, int, int | None]] = []
-        max_subs = self.node.limit(session, "max_subscriptions_per_connection")
-        for request in packet.subscriptions:
-            try:
-                group, topic_filter = parse_shared(request.topic_filter)
-            except ValueError:
-                codes.append(c.TOPIC_FILTER_INVALID if v5 else c.SUBACK_FAILURE)
-                continue
-            if group is not None and request.no_local:
-                self.close("no local on a shared subscription", c.PROTOCOL_ERROR)
-                return
-            if validate_topic_filter(
-                topic_filter
-            ) is not None or not self.node.quotas.filter_allowed(session, topic_filter):
-                codes.append(c.TOPIC_FILTER_INVALID if v5 else c.SUBACK_FAILURE)
-                continue
-            if not session.can_subscribe or not allowed_filter(
-                session.acl, session.device_id, topic_filter
-            ):
-                codes.append(c.NOT_AUTHORIZED if v5 else c.SUBACK_FAILURE)
-                continue
-            if (
-                request.topic_filter not in session.subscriptions
-                and len(session.subscriptions) >= max_subs
-            ):
-                codes.append(c.QUOTA_EXCEEDED if v5 else c.SUBACK_FAILURE)
-                continue
-            sub = Subscription(
-                session,
-                topic_filter,
-                request.qos,
-                share_group=group,
-                no_local=request.no_local,
-                retain_as_published=request.retain_as_published,
-                retain_handling=request.retain_handling,
-                sub_id=sub_id,
-            )
-            is_new = self.node.broker.subscribe(sub)
-            codes.append(request.qos)
-            if group is None and (
-                request.retain_handling == 0 or (request.retain_handling == 1 and is_new)
-            ):
-                for msg in self.node.broker.retained_for(session.account, topic_filter):
-                    retained.append((msg, request.qos, sub_id))
-            self.node.events.emit(session, "subscribe", topic=request.topic_filter, qos=request.qos)
-        self.write(encode(Suback(packet.packet_id, codes), self.version))
-        for msg, granted, ident in retained:
-            if session.acl and not allowed_topic(
-                session.acl, session.device_id, "subscribe", msg.topic
-            ):
-                continue
-            session.deliver(msg, min(granted, msg.qos), True, (ident,) if ident else ())
+        handle_subscribe(self, packet)
 
     def on_unsubscribe(self, packet: Unsubscribe) -> None:
-        session = self.session
-        assert session is not None
-        codes = []
-        for key in packet.topic_filters:
-            found = self.node.broker.unsubscribe(session, key)
-            codes.append(c.SUCCESS if found else c.NO_SUBSCRIPTION_EXISTED)
-            self.node.events.emit(session, "unsubscribe", topic=key)
-        self.write(
-            encode(Unsuback(packet.packet_id, codes if self.version == 5 else []), self.version)
-        )
+        handle_unsubscribe(self, packet)
 
     # -- DISCONNECT -----------------------------------------------------------------
     def on_disconnect(self, packet: Disconnect) -> None:
@@ -434,28 +339,11 @@ class Connection(asyncio.Protocol):
         dup: bool,
     ) -> bool:
         """Link method: encode one delivery for this client (aliases, ids, expiry on 5.0)."""
-        if self.version != 5:
-            data = encode_publish(msg.topic, msg.payload, qos, retain, dup, packet_id, self.version)
-        else:
-            props = msg.props
-            topic = msg.topic
-            if sub_ids or msg.expires_at is not None or self.alias_max_out:
-                props = Properties() if props is None else _copy_props(props)
-                if sub_ids:
-                    props.subscription_identifiers = list(sub_ids)
-                if msg.expires_at is not None:
-                    props.message_expiry_interval = max(0, int(msg.expires_at - time.monotonic()))
-                if self.alias_max_out:
-                    alias = self.aliases_out.get(topic)
-                    if alias is not None:
-                        props.topic_alias = alias
-                        topic = ""
-                    elif len(self.aliases_out) < self.alias_max_out:
-                        alias = self.aliases_out[topic] = len(self.aliases_out) + 1
-                        props.topic_alias = alias
-            data = encode_publish(topic, msg.payload, qos, retain, dup, packet_id, 5, props)
-            if self.client_max_packet and len(data) > self.client_max_packet:
-                return False
+        data = encode_delivery(
+            self.version, msg, qos, retain, sub_ids, packet_id, dup, self.aliases
+        )
+        if self.client_max_packet and len(data) > self.client_max_packet:
+            return False  # the client said it cannot take it: dropped for this client
         self.out.append(data)
         if not self.flush_pending:
             self.flush_pending = True
@@ -504,12 +392,3 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         self.node.connection_closed(self, was_connected)
-
-
-def _copy_props(props: Properties) -> Properties:
-    copy = Properties()
-    for name in FORWARDED_PROPS:
-        value = getattr(props, name)
-        if value is not None:
-            setattr(copy, name, value)
-    return copy

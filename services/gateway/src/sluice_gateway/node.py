@@ -22,8 +22,9 @@ from sluice_gateway import codec as c
 from sluice_gateway.acl import allowed_topic
 from sluice_gateway.broker import Broker
 from sluice_gateway.codec import Connack, Connect, Properties, Publish
-from sluice_gateway.connection import AUTHENTICATING, CONNECTED, Connection, forwardable
+from sluice_gateway.connection import AUTHENTICATING, CONNECTED, Connection
 from sluice_gateway.events import EventSink
+from sluice_gateway.outbound import forwardable
 from sluice_gateway.propcodec import props_header
 from sluice_gateway.quotas import Quotas
 from sluice_gateway.session import Message, Session
@@ -197,7 +198,7 @@ class GatewayNode:
         if v5:
             conn.receive_maximum = props_in.receive_maximum or 65535
             conn.client_max_packet = props_in.maximum_packet_size or 0
-            conn.alias_max_out = props_in.topic_alias_maximum or 0
+            conn.aliases.maximum = props_in.topic_alias_maximum or 0
         conn.will = self._will(packet, session, conn)
         ack_props = None
         if v5:
