@@ -52,6 +52,11 @@ class Child:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
 
 def check_ports(ports: dict[str, tuple[str, int, str]]) -> None:
     """Refuse to start when a port is taken, naming the knob that moves it."""
@@ -254,13 +259,7 @@ def _supervise(
                 and broker.process is not None
                 and broker.process.poll() is not None
             ):
-                # Tansu keeps everything in memory: a restarted broker is empty. Recreate the
-                # topics at once; what it held before is gone (see docs/operations.md).
-                log.error(
-                    "embedded Kafka exited (code %s); restarting it", broker.process.returncode
-                )
-                broker.start()
-                asyncio.run(bus.ensure_topics(settings, names))
+                restart_after_broker_loss(broker, children, settings, names)
             for child in children:
                 if not child.alive() and not stopping:
                     if not child.restarts.spend():
@@ -283,6 +282,35 @@ def _supervise(
                     child.process.wait(15)
                 except subprocess.TimeoutExpired:
                     child.process.kill()
+
+
+def restart_after_broker_loss(
+    broker: EmbeddedKafka,
+    children: list[Child],
+    settings: SluiceSettings,
+    names: records.TopicNames,
+) -> None:
+    """The embedded broker died: restart it and every service.
+
+    Tansu keeps everything in memory, so the broker that comes back has no topics, no
+    records and no committed offsets. A service left running would carry its positions on
+    the old log over to the new one (a consumer committing, or a tail reading from, offsets
+    that now name other records) and skip the first records published after the restart.
+    So the services are killed before the broker returns (nothing of theirs reaches the new
+    broker) and start again once the topics exist, reading the new log from its start.
+    Devices reconnect and resend what was never acknowledged; what the old broker held and
+    no service had consumed yet is lost (docs/operations.md: use Kafka for durability).
+    """
+    log.error(
+        "embedded Kafka exited (code %s); restarting it and every service",
+        broker.process.returncode if broker.process is not None else None,
+    )
+    for child in children:
+        child.kill()
+    broker.start()
+    asyncio.run(bus.ensure_topics(settings, names))
+    for child in children:
+        child.start()
 
 
 def create_topics_main() -> int:
