@@ -7,6 +7,7 @@ values are compact orjson. Consumers tolerate headers they do not know.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -145,7 +146,32 @@ def _int(raw: bytes | str) -> int:
 
 
 def dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+        # JSON from clients may hold integers past 64 bits; JavaScript (TagoIO, the parser
+        # sandbox) reads every number as a double, so store them as one too (past the
+        # double range JavaScript has Infinity, which JSON writes as null, as orjson does).
+        return orjson.dumps(_wide_ints_as_floats(value))
+
+
+def _wide_ints_as_floats(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**64:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, list):
+        return [_wide_ints_as_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _wide_ints_as_floats(v) for k, v in value.items()}
+    return value
 
 
 def loads(data: bytes | None) -> Any:

@@ -22,6 +22,7 @@ from sluice_api.errors import ApiError
 
 DEFAULT_QTY = 15
 MAX_QTY = 10_000
+MAX_SKIP = 10**12  # past this the database cannot represent the offset
 FIRST_LAST = frozenset(
     f"{edge}_{what}"
     for edge in ("first", "last")
@@ -86,7 +87,7 @@ class DataQuery:
             if query == "conditional"
             else _many(params, "value", "values"),
             qty=_int(params, "qty", DEFAULT_QTY, 1, MAX_QTY),
-            skip=_int(params, "skip", 0, 0, None),
+            skip=_int(params, "skip", 0, 0, MAX_SKIP),
             ascending=ordination.startswith("asc"),
             start=_date(params, "start_date", now),
             end=_date(params, "end_date", now),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +21,10 @@ from sluice.plans import plan_limits
 from sluice_api.context import ApiContext
 from sluice_api.errors import ApiError
 from sluice_api.observability import auth_failures
+
+# Pages past this would ask the database for offsets it cannot represent.
+MAX_PAGE = 1_000_000
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page")]
 
 TOKEN_HEADERS = ("token", "device-token", "account-token", "authorization")
 LAST_AUTH_RESOLUTION = timedelta(minutes=1)

@@ -115,6 +115,23 @@ def test_sent_data_comes_back_in_tagoio_s_shape(stack: Stack) -> None:
         assert "created_at" not in door
 
 
+def test_numbers_past_64_bits_are_stored_as_javascript_reads_them(stack: Stack) -> None:
+    t = tenant(stack)
+    json_headers = {"Content-Type": "application/json"}
+    with device_client(stack, t["token"]) as http:
+        body = '[{"variable": "huge", "value": 1180591620717411303424}]'
+        response = http.post("/data", params={"wait": "true"}, content=body, headers=json_headers)
+        assert ok(response) == "1 Data Added"
+        [item] = ok(http.get("/data", params={"variable": "huge"}))
+        assert item["value"] == 2.0**70
+        # Past the double range: a clear 400, nothing stored.
+        body = '[{"variable": "huge", "value": 1e999}]'
+        response = http.post("/data", content=body, headers=json_headers)
+        refused(response, 400, "not valid JSON", "infinity")
+        # Found by the API fuzzer: a skip past any database offset was a 500.
+        refused(http.get("/data", params={"skip": 10**30}), 400, "'skip' must be between")
+
+
 def test_text_bodies_go_through_the_device_s_payload_parser(stack: Stack) -> None:
     parser = (
         "const hex = payload[0].value;"

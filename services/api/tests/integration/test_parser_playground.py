@@ -211,6 +211,23 @@ def test_output_keeps_what_the_script_produced(
     assert [type(v) for v in item.values()] == [int, float, str, int, int]
 
 
+def test_integers_past_64_bits_reach_the_script_as_numbers(
+    sqlite_stack: Stack, account: dict[str, Any]
+) -> None:
+    # Found by the API fuzzer: this was a 500. JavaScript reads every number as a double.
+    result = run(
+        sqlite_stack,
+        account["token"],
+        "/parser/run",
+        {
+            "code": "payload = [{ t: typeof payload[0].value, v: payload[0].value }];",
+            "payload": [{"variable": "x", "value": 2**70}],
+        },
+    )
+    assert result["error"] is None
+    assert result["payload"] == [{"t": "number", "v": 2.0**70}]
+
+
 def test_errors_are_results_with_their_line(sqlite_stack: Stack, account: dict[str, Any]) -> None:
     result = run(
         sqlite_stack,

@@ -13,7 +13,7 @@ from sqlalchemy import delete, or_, select
 from sluice import config
 from sluice.db.models import Account, AccountToken, DataPoint, Device, Plan
 from sluice.ids import hash_token, new_id, new_token
-from sluice_api.deps import AccountDep, AdminDep, ContextDep, SessionDep
+from sluice_api.deps import AccountDep, AdminDep, ContextDep, Page, SessionDep
 from sluice_api.errors import ERROR_RESPONSES, ApiError, Envelope, documented, ok
 from sluice_api.expiry import parse_expire_time
 
@@ -234,7 +234,7 @@ async def create_account(body: AccountCreate, _: AdminDep, session: SessionDep) 
 async def list_accounts(
     _: AdminDep,
     session: SessionDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Page = 1,
     amount: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> dict[str, Any]:
     """Every account, oldest first."""

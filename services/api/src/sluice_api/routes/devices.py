@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select
 from sluice import config
 from sluice.db.models import DataPoint, Device, DeviceParam, DeviceToken
 from sluice.ids import hash_token, new_id, new_token
-from sluice_api.deps import AccountDep, ContextDep, SessionDep
+from sluice_api.deps import AccountDep, ContextDep, Page, SessionDep
 from sluice_api.devicerules import (
     DEFAULT_CHUNK_PERIOD,
     DEFAULT_CHUNK_RETENTION,
@@ -278,7 +278,7 @@ async def list_devices(
     ] = None,
     tag_key: Annotated[str | None, Query(description="devices with a tag of this key")] = None,
     tag_value: Annotated[str | None, Query(description="… and this value")] = None,
-    page: Annotated[int, Query(ge=1, description="1-based page")] = 1,
+    page: Page = 1,
     amount: Annotated[int, Query(ge=1, le=10_000, description="devices per page")] = 20,
 ) -> dict[str, Any]:
     """The account's devices, oldest first; also takes TagoIO's `filter[name]` and

@@ -13,7 +13,7 @@ from sqlalchemy import or_, select
 from sluice import config
 from sluice.db.models import DeviceToken
 from sluice.ids import hash_token, new_id, new_token
-from sluice_api.deps import AccountDep, ContextDep, SessionDep, enforce_limit
+from sluice_api.deps import AccountDep, ContextDep, Page, SessionDep, enforce_limit
 from sluice_api.errors import ERROR_RESPONSES, ApiError, Envelope, documented, ok
 from sluice_api.expiry import parse_expire_time
 from sluice_api.routes.devices import owned_device
@@ -160,7 +160,7 @@ async def list_tokens(
     device_id: str,
     account: AccountDep,
     session: SessionDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Page = 1,
     amount: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> dict[str, Any]:
     """A device's tokens, without their secrets (those are only shown at creation)."""
