@@ -32,6 +32,10 @@ lint:  ## ruff + mypy (strict on the shared library and the pure cores)
 bench:  ## every benchmark scenario (Sluice beside Mosquitto); rewrites docs/benchmarks.md and .png
 	$(BIN)/python bench/all.py
 
+.PHONY: chaos
+chaos:  ## reliability and security suite at full size (crashes, outages, hostile input); docs/reliability.md
+	SLUICE_CHAOS=full $(BIN)/pytest -q tests/chaos
+
 format:
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
