@@ -86,7 +86,12 @@ class Brokers:
                 "sluice.",
                 self.workdir / "logs",
                 services=services,
-                extra_env={"SLUICE_LOG_LEVEL": "WARNING"},
+                # Every load connection comes from 127.0.0.1: lift the per-address cap
+                # (1,000 by default) that would refuse conn-10k's connections.
+                extra_env={
+                    "SLUICE_LOG_LEVEL": "WARNING",
+                    "SLUICE_MAX_CONNECTIONS_PER_IP": "100000",
+                },
             )
             self.stack.start()
             account = self.stack.create_account("bench", plan=self.stack.unlimited_plan())
