@@ -28,12 +28,13 @@ from typing import Any
 
 import pytest
 import schemathesis
-from chaoslib.infra import new_database, start_stack
+from chaoslib.infra import start_stack
 from chaoslib.report import report, sizes
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from sluice.embedded import EmbeddedKafka
+from sluice.testing.fixtures import new_database
 from sluice.testing.stack import Stack
 
 EXCLUDED = {"GET /device/{device_id}/inspector": "Server-Sent Events: the stream never ends"}

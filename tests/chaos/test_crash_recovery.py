@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from chaoslib import probes
-from chaoslib.infra import new_database, start_stack
+from chaoslib.infra import start_stack
 from chaoslib.mqttload import (
     GATEWAY_CRASH,
     NO_RESEND,
@@ -34,7 +34,7 @@ from chaoslib.mqttload import (
 from chaoslib.report import report, sizes
 
 from sluice.embedded import EmbeddedKafka
-from sluice.testing.fixtures import postgres_admin_url
+from sluice.testing.fixtures import new_database, postgres_admin_url
 from sluice.testing.stack import Stack
 
 VICTIMS = ("gateway", "actions", "parser", "storage")

@@ -32,11 +32,13 @@ from typing import Any
 
 import pytest
 from chaoslib import probes
-from chaoslib.infra import ThrowawayPostgres, create_topics, new_database, own_tansu, start_stack
+from chaoslib.infra import create_topics, own_tansu, start_stack
 from chaoslib.mqttload import NO_RESEND, Ledger, LoadClient, judge
 from chaoslib.report import report, sizes
 
 from sluice.embedded import EmbeddedKafka
+from sluice.testing.fixtures import new_database
+from sluice.testing.postgres import ThrowawayPostgres
 from sluice.testing.stack import Stack
 
 SERVICES = ("gateway", "actions", "parser", "storage", "api")
@@ -248,7 +250,7 @@ def test_kafka_outage_holds_acks_keeps_connections_and_recovers(
 def own_postgres() -> Iterator[ThrowawayPostgres]:
     pg = ThrowawayPostgres()
     try:
-        pg.init()
+        pg.create()
         yield pg
     finally:
         pg.destroy()

@@ -9,8 +9,7 @@ import re
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from sqlalchemy import func, select
 
@@ -131,14 +130,3 @@ def wait_stored(
         if stall is not None and not complete and now - stable_since >= stall:
             return rows
         time.sleep(0.5)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)

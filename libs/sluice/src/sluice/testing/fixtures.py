@@ -117,7 +117,7 @@ async def _drop_pg_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
-def _new_database(kind: str, tmp_path: Path) -> tuple[str, Any]:
+def new_database(kind: str, tmp_path: Path) -> tuple[str, Any]:
     """(url, cleanup) for a fresh, migrated database of the given kind."""
     from sluice_api.migrate import upgrade
 
@@ -137,20 +137,20 @@ def _new_database(kind: str, tmp_path: Path) -> tuple[str, Any]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh migrated database: each test using it runs on SQLite and on PostgreSQL."""
-    url, cleanup = _new_database(request.param, tmp_path)
+    url, cleanup = new_database(request.param, tmp_path)
     yield url
     cleanup()
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> Iterator[str]:
-    url, cleanup = _new_database("sqlite", tmp_path)
+    url, cleanup = new_database("sqlite", tmp_path)
     yield url
     cleanup()
 
 
 def _start_stack(kafka: EmbeddedKafka, kind: str, tmp: Path) -> tuple[Stack, Any]:
-    url, cleanup = _new_database(kind, tmp)
+    url, cleanup = new_database(kind, tmp)
     prefix = f"s{uuid.uuid4().hex[:10]}."
     settings = SluiceSettings(kafka_bootstrap=kafka.bootstrap, topic_partitions=4)
     asyncio.run(bus.ensure_topics(settings, records.TopicNames(prefix)))
