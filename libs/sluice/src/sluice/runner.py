@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice import bus, records
-from sluice.embedded import EmbeddedKafka, free_port, port_in_use
+from sluice.embedded import BrokerStartError, EmbeddedKafka, free_port, port_in_use
 from sluice.logs import configure_logging
 from sluice.settings import SluiceSettings
 from sluice.workers import RestartBudget
@@ -259,7 +259,11 @@ def _supervise(
                 and broker.process is not None
                 and broker.process.poll() is not None
             ):
-                restart_after_broker_loss(broker, children, settings, names)
+                try:
+                    restart_after_broker_loss(broker, children, settings, names)
+                except BrokerStartError as exc:
+                    print(f"sluice: the embedded Kafka did not come back: {exc}", file=sys.stderr)
+                    return 1
             for child in children:
                 if not child.alive() and not stopping:
                     if not child.restarts.spend():
