@@ -28,7 +28,7 @@ from sluice_gateway.codec import (
     encode_ack,
 )
 from sluice_gateway.outbound import OutboundAliases, encode_delivery, forwardable
-from sluice_gateway.session import Message, Session
+from sluice_gateway.session import HeldPublish, Message, Session
 from sluice_gateway.subscribing import handle_subscribe, handle_unsubscribe
 
 if TYPE_CHECKING:
@@ -214,7 +214,12 @@ class Connection(asyncio.Protocol):
                 topic = known
         qos = packet.qos
         if qos:
-            if qos == 2:
+            if qos == 1:
+                held = session.incoming_qos1.get(packet.packet_id)  # type: ignore[arg-type]
+                if held is not None and packet.dup and held.digest == hash((topic, packet.payload)):
+                    self._resent(session, packet.packet_id, held)  # type: ignore[arg-type]
+                    return
+            elif qos == 2:
                 stored = session.incoming_qos2.get(packet.packet_id)  # type: ignore[arg-type]
                 if stored is not None:
                     # A resend of a QoS 2 publish we already have: acknowledge, never forward twice.
@@ -245,16 +250,44 @@ class Connection(asyncio.Protocol):
         assert packet_id is not None
         if qos == 2:
             session.incoming_qos2[packet_id] = False
-        self.node.publish(session, msg, lambda: self._stored(session, packet_id, qos))
+            self.node.publish(session, msg, lambda: self._stored(session, packet_id, qos))
+            return
+        held = session.incoming_qos1[packet_id] = HeldPublish(hash((topic, packet.payload)))
+        self.node.publish(session, msg, lambda: self._stored(session, packet_id, qos, held))
 
-    def _stored(self, session: Session, packet_id: int, qos: int) -> None:
+    def _resent(self, session: Session, packet_id: int, held: HeldPublish) -> None:
+        """The client resent a QoS 1 publish the gateway still holds: never store it twice."""
+        self.node.stats["resends_absorbed"] += 1
+        if held.state == HeldPublish.STORED:
+            del session.incoming_qos1[packet_id]
+            self.write(encode_ack(c.PUBACK, packet_id, self.version))
+        else:
+            held.state = HeldPublish.RESENT  # acknowledged here once Kafka has it
+
+    def _stored(
+        self, session: Session, packet_id: int, qos: int, held: HeldPublish | None = None
+    ) -> None:
         """Kafka has the record: now, and only now, acknowledge it."""
         self.unacked -= 1
         if "inflight" in self.paused_for and self.unacked < self.inflight_limit // 2:
             self.resume("inflight")
         if qos == 1:
+            mine = held is not None and session.incoming_qos1.get(packet_id) is held
             if self.state == CONNECTED:
+                if mine:
+                    del session.incoming_qos1[packet_id]
                 self.write_soon(encode_ack(c.PUBACK, packet_id, self.version))
+            elif mine and held is not None:
+                link = session.link
+                if (
+                    held.state == HeldPublish.RESENT
+                    and isinstance(link, Connection)
+                    and link.state == CONNECTED
+                ):
+                    del session.incoming_qos1[packet_id]
+                    link.write_soon(encode_ack(c.PUBACK, packet_id, link.version))
+                    return
+                held.state = HeldPublish.STORED  # the client's resend gets the PUBACK
             return
         if packet_id in session.incoming_qos2:
             session.incoming_qos2[packet_id] = True

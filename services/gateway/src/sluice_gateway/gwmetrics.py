@@ -66,6 +66,11 @@ class GatewayCollector(Collector):
             value=stats["refused"],
         )
         yield CounterMetricFamily(
+            "sluice_gateway_qos1_resends_absorbed",
+            "QoS 1 resends of publishes the gateway already held (answered, not stored again)",
+            value=stats["resends_absorbed"],
+        )
+        yield CounterMetricFamily(
             "sluice_gateway_kafka_batch_failures",
             "Kafka batches that failed and were retried",
             value=node.uplink.failed_batches,

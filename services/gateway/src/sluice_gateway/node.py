@@ -79,7 +79,13 @@ class GatewayNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_wills: dict[tuple[str, str], PendingWill] = {}
         self.on_session_connected: Callable[[Session], None] = lambda session: None
-        self.stats = {"connects": 0, "auth_failures": 0, "published": 0, "refused": 0}
+        self.stats = {
+            "connects": 0,
+            "auth_failures": 0,
+            "published": 0,
+            "refused": 0,
+            "resends_absorbed": 0,
+        }
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = self.loop.create_task(coro)

@@ -94,6 +94,26 @@ class Outgoing:
     released: bool = False
 
 
+class HeldPublish:
+    """A QoS 1 publish from the client that has no PUBACK on the wire yet.
+
+    Kafka may take it while the connection that brought it is gone; the client then resends
+    it (DUP) on its next connection, and the gateway answers from here instead of storing
+    it twice. Until a PUBACK is sent the client may not reuse the packet id (MQTT 4.3.2), so
+    a DUP resend of the same topic and payload under it is this very message.
+    """
+
+    __slots__ = ("digest", "state")
+
+    PENDING = 0  # Kafka has not acknowledged it yet
+    RESENT = 1  # pending, and the client resent it on a newer connection
+    STORED = 2  # Kafka has it; the connection that brought it was gone by then
+
+    def __init__(self, digest: int) -> None:
+        self.state = HeldPublish.PENDING
+        self.digest = digest
+
+
 @dataclass(eq=False)
 class Session:
     account: str
@@ -108,6 +128,7 @@ class Session:
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     inflight: dict[int, Outgoing] = field(default_factory=dict)
     queue: deque[Outgoing] = field(default_factory=deque)
+    incoming_qos1: dict[int, HeldPublish] = field(default_factory=dict)  # not acknowledged yet
     incoming_qos2: dict[int, bool] = field(default_factory=dict)  # packet id -> stored in Kafka
     disconnected_at: float | None = None
     connected_at: int = 0  # epoch ms of the last CONNECT that took this session

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
@@ -330,6 +331,51 @@ def test_qos2_resend_is_forwarded_once(sqlite_stack: Stack, dev: dict[str, Any])
     assert isinstance(raw.recv(), c.Pubcomp)
     assert watcher.expect().payload == b"exactly"
     watcher.expect_none(1.0)
+
+
+RESENDS_ABSORBED = "sluice_gateway_qos1_resends_absorbed_total"
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_qos1_resend_of_a_publish_the_gateway_holds_is_stored_once(
+    sqlite_stack: Stack, dev: dict[str, Any], version: int
+) -> None:
+    """The connection drops before the PUBACK; the client resends (DUP) on its next one.
+
+    The gateway still holds the message (Kafka had not answered, or answered while no
+    connection could carry the PUBACK), so the resend gets the PUBACK and is not stored or
+    forwarded again. After that PUBACK the packet id names a new message (MQTT 4.3.2).
+    """
+    watcher = Client(sqlite_stack.mqtt_port, dev["token"], version=5)
+    assert watcher.connect() == 0
+    watcher.subscribe("held/#", qos=1)
+    client_id = f"held-{uuid.uuid4().hex[:6]}"
+    keep = Properties(session_expiry_interval=300) if version == 5 else None
+    first = Raw(sqlite_stack.mqtt_port, version)
+    first.login(dev["token"], client_id, clean_start=False, properties=keep)
+    first.send(Publish("held/x", b"once", 1, packet_id=7))
+    first.close()  # gone before Kafka's acknowledgement could become a PUBACK
+
+    second = Raw(sqlite_stack.mqtt_port, version)
+    assert second.login(dev["token"], client_id, clean_start=False, properties=keep).session_present
+    second.send(Publish("held/x", b"once", 1, dup=True, packet_id=7))
+    ack = second.recv()
+    assert isinstance(ack, c.Puback), ack
+    assert ack.packet_id == 7
+    assert watcher.expect().payload == b"once"
+    watcher.expect_none(1.0)
+
+    second.send(Publish("held/x", b"again", 1, packet_id=7))  # acknowledged: a new message
+    ack = second.recv()
+    assert isinstance(ack, c.Puback), ack
+    assert ack.packet_id == 7
+    assert watcher.expect().payload == b"again"
+    second.close()
+    url = sqlite_stack.processes["gateway"].health_url.replace("/readyz", "/metrics")
+    metrics = httpx.get(url, timeout=10).text
+    absorbed = [line for line in metrics.splitlines() if line.startswith(RESENDS_ABSORBED)]
+    assert absorbed, metrics
+    assert float(absorbed[0].split()[-1]) >= 1, absorbed
 
 
 def test_device_topic_acl(sqlite_stack: Stack, dev: dict[str, Any]) -> None:
