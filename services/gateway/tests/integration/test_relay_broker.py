@@ -23,7 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from sluice.embedded import EmbeddedKafka, free_port
-from sluice.testing.mqtt import Client, wait_for
+from sluice.testing.mqtt import Client, MqttTimeout, wait_for
 from sluice.testing.stack import Stack
 from sluice.testing.tls import make_certificates
 
@@ -267,12 +267,22 @@ def test_mqtt_action_reaches_a_subscriber_on_the_external_broker(
     assert subscriber.subscribe(f"plant/SN-B-{tag}/#", qos=1) == [1]
     publisher = secured_broker.client(version=4)
     assert publisher.connect() == 0
-    assert publisher.publish(f"plant/SN-B-{tag}/alarm", "overheat", qos=1) == 0
-
-    got = subscriber.expect(60)
-    if got.topic.endswith("/alarm"):  # the subscriber sees the device's own message first
-        got = subscriber.expect(60)
-    assert (got.topic, got.payload, got.qos) == (f"plant/SN-B-{tag}/led", b"red", 1)
+    # The new action reaches the actions service through sluice.control within about a
+    # second; an alarm handled before then fires nothing, so the device raises it again.
+    # (A single alarm left this test without a led about one module run in four on a loaded
+    # machine; that the cause is this race is likely, not proven.)
+    deadline = time.monotonic() + 60
+    led = None
+    while led is None:
+        assert time.monotonic() < deadline, "the mqtt action never reached the broker"
+        assert publisher.publish(f"plant/SN-B-{tag}/alarm", "overheat", qos=1) == 0
+        try:
+            while led is None:  # the device's own alarm comes back first
+                got = subscriber.expect(3)
+                led = None if got.topic.endswith("/alarm") else got
+        except MqttTimeout:
+            pass  # nothing more within 3 s: raise the alarm again
+    assert (led.topic, led.payload, led.qos) == (f"plant/SN-B-{tag}/led", b"red", 1)
     status = wait_status(
         stack, plant["token"], plant["relay"], lambda s: s["messages_out"] >= 1, "out count"
     )
