@@ -247,16 +247,6 @@ def test_kafka_outage_holds_acks_keeps_connections_and_recovers(
 
 
 @pytest.fixture
-def own_postgres() -> Iterator[ThrowawayPostgres]:
-    pg = ThrowawayPostgres()
-    try:
-        pg.create()
-        yield pg
-    finally:
-        pg.destroy()
-
-
-@pytest.fixture
 def db_outage_stack(
     own_postgres: ThrowawayPostgres, kafka: EmbeddedKafka, tmp_path: Path
 ) -> Iterator[Stack]:

@@ -7,7 +7,6 @@ free port): the machine's shared server is never touched.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,16 +15,6 @@ from sluice.testing.stack import Stack
 
 RECORDS = 2000
 ITEMS = 10
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[ThrowawayPostgres]:
-    pg = ThrowawayPostgres()
-    try:
-        pg.create()
-        yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 from sluice import bus, records
 from sluice.embedded import EmbeddedKafka
 from sluice.settings import SluiceSettings
+from sluice.testing.postgres import ThrowawayPostgres
 from sluice.testing.stack import Stack
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
@@ -193,3 +194,14 @@ async def engine(database_url: str) -> AsyncIterator[Any]:
     eng = create_engine(database_url)
     yield eng
     await eng.dispose()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[ThrowawayPostgres]:
+    """A PostgreSQL cluster of the test's own, to stop and start (sluice.testing.postgres)."""
+    pg = ThrowawayPostgres()
+    try:
+        pg.create()
+        yield pg
+    finally:
+        pg.destroy()
