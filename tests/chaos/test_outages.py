@@ -42,6 +42,7 @@ from sluice.testing.postgres import ThrowawayPostgres
 from sluice.testing.stack import Stack
 
 SERVICES = ("gateway", "actions", "parser", "storage", "api")
+ACK_TRANSIT = 1.0  # seconds a PUBACK sent before the broker died may take to arrive
 IDLE_CPU_LIMIT = 0.25  # CPU seconds per second: an idle service that spins uses ~1
 
 
@@ -170,7 +171,9 @@ def kafka_cycle(stack: Stack, broker: EmbeddedKafka, size: Outage, name: str) ->
         gateway = probes.metrics(stack, "gateway")
         pending.append(probes.metric_sum(gateway, "sluice_gateway_kafka_pending"))
         await asyncio.sleep(size.outage / 2)
-        marks["held_acks"] = len(load.ledger.acked_between(marks["down"]))
+        # Client-side receive times: a PUBACK Kafka earned just before the kill may still
+        # be on its way to the client; after ACK_TRANSIT nothing acknowledged is legitimate.
+        marks["held_acks"] = len(load.ledger.acked_between(marks["down"] + ACK_TRANSIT))
         marks["connected_at_end_of_outage"] = sum(c.connected.is_set() for c in load.clients)
         await in_thread(broker.start)  # a fresh, empty Tansu on the same port
         marks["up"] = time.monotonic()
@@ -203,7 +206,7 @@ def test_kafka_outage_holds_acks_keeps_connections_and_recovers(
     figures = {
         "sent": outcome.sent,
         "acked": outcome.acked,
-        "acks while Kafka was down": marks["held_acks"],
+        "acks while Kafka was down (after the first second)": marks["held_acks"],
         "gateway publishes waiting for Kafka mid-outage": cycle.pending_during,
         "clients connected at the end of the outage": (
             f"{marks['connected_at_end_of_outage']}/{len(cycle.load.clients)}"

@@ -370,7 +370,14 @@ def test_broker_down_then_restarted_loses_no_qos1_message(
     wait_for(
         lambda: wanted <= set(values(stack, device["token"], "seq")), 90, what="all 200 values"
     )
-    status = wait_status(stack, account["token"], relay, lambda s: s["connected"], "reconnect")
+    # The relay's status (connected, counters) is published apart from the data: wait for it.
+    status = wait_status(
+        stack,
+        account["token"],
+        relay,
+        lambda s: s["connected"] and s["messages_in"] >= 200,
+        "reconnect and the count of all 200",
+    )
     assert status["messages_in"] >= 200
 
     # A new mapping applies to the next message, without reconnecting.

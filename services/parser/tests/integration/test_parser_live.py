@@ -41,13 +41,14 @@ if (frame) {
 """
 
 
-@pytest.fixture(scope="module")
-def account(sqlite_stack: Stack) -> dict[str, Any]:
-    return sqlite_stack.create_account(f"parser-{uuid.uuid4().hex[:6]}")
-
-
 class Device:
-    """A device of the test account with an insert action on ``up/#``."""
+    """A device with an insert action on ``up/#``, in an account of its own.
+
+    Its own account: the actions service caches an account's actions and learns of a new
+    one through sluice.control within about a second, so a device added to an account whose
+    actions are cached could publish before its insert action counts. A new account's
+    actions are read from the database on first use.
+    """
 
     def __init__(self, stack: Stack, account: dict[str, Any], parser: str | None, **params: str):
         self.stack = stack
@@ -96,10 +97,11 @@ class Device:
 
 
 @pytest.fixture
-def devices(sqlite_stack: Stack, account: dict[str, Any]) -> Iterator[Any]:
+def devices(sqlite_stack: Stack) -> Iterator[Any]:
     made: list[Device] = []
 
     def make(parser: str | None, **params: str) -> Device:
+        account = sqlite_stack.create_account(f"parser-{uuid.uuid4().hex[:6]}")
         made.append(Device(sqlite_stack, account, parser, **params))
         return made[-1]
 
