@@ -136,8 +136,14 @@ class ClusterFeed:
         )
 
     async def _run_retained(self, stop: asyncio.Event) -> None:
+        own = self.node.origin
         async for batch in self.retained.batches(stop):
             for record in batch:
+                # This node set its own retained messages when they were published; applying
+                # them again as they come back from Kafka could undo a newer local change (a
+                # clear arriving before the record of the value it cleared).
+                if records.header(record.headers, "origin") == own:
+                    continue
                 self.apply_retained(record)
 
     async def _run_live(self, stop: asyncio.Event) -> None:
