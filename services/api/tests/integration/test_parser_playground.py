@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
-import subprocess
 import threading
 import uuid
 from pathlib import Path
@@ -36,19 +35,7 @@ CASES: dict[str, tuple[str, list[Any], dict[str, Any], str | None]] = DECODERS.C
 
 @pytest.fixture(scope="module")
 def node() -> dict[str, Any]:
-    batch = [
-        {"code": code, "payload": payload, "device": device, "raw": raw}
-        for code, payload, device, raw in CASES.values()
-    ]
-    done = subprocess.run(
-        [DECODERS.NODE, "-e", DECODERS.NODE_RUNNER],
-        input=json.dumps(batch),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return dict(zip(CASES, json.loads(done.stdout), strict=True))
+    return DECODERS.run_in_node(CASES)
 
 
 @pytest.fixture(scope="module")

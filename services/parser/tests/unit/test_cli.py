@@ -36,19 +36,7 @@ pytestmark = pytest.mark.skipif(shutil.which(DECODERS.NODE) is None, reason="Nod
 
 @pytest.fixture(scope="module")
 def node() -> dict[str, Any]:
-    batch = [
-        {"code": code, "payload": payload, "device": device, "raw": raw}
-        for code, payload, device, raw in CASES.values()
-    ]
-    done = subprocess.run(
-        [DECODERS.NODE, "-e", DECODERS.NODE_RUNNER],
-        input=json.dumps(batch),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return dict(zip(CASES, loads(done.stdout), strict=True))
+    return DECODERS.run_in_node(CASES)
 
 
 def parse(tmp_path: Path, code: str, *args: str) -> list[str]:

@@ -272,11 +272,11 @@ CASES: dict[str, tuple[str, list[Any], dict[str, Any], str | None]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def node_results() -> dict[str, Any]:
+def run_in_node(cases: dict[str, Any]) -> dict[str, Any]:
+    """Each case (code, payload, device, raw) run by Node with NODE_RUNNER, by case name."""
     batch = [
         {"code": code, "payload": payload, "device": device, "raw": raw}
-        for code, payload, device, raw in CASES.values()
+        for code, payload, device, raw in cases.values()
     ]
     done = subprocess.run(
         [NODE, "-e", NODE_RUNNER],
@@ -287,7 +287,12 @@ def node_results() -> dict[str, Any]:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    return dict(zip(CASES, loads(done.stdout), strict=True))
+    return dict(zip(cases, loads(done.stdout), strict=True))
+
+
+@pytest.fixture(scope="module")
+def node_results() -> dict[str, Any]:
+    return run_in_node(CASES)
 
 
 @pytest.fixture(scope="module")
