@@ -14,7 +14,15 @@ from sluice.config import DeviceInfo
 from sluice.dataitems import DataItem, DataValidationError, format_time, validate_items
 from sluice.ids import derived_id
 from sluice.normalise import normalise_http_body, normalise_mqtt_payload
-from sluice_parser.sandbox import ParserCodeTooLarge, ParserSandbox, device_json, resolve_parser
+from sluice_parser.sandbox import (
+    ParserCodeTooLarge,
+    ParserRun,
+    ParserSandbox,
+    RunRequest,
+    device_json,
+    payload_json,
+    resolve_parser,
+)
 
 _ID_PERSON = b"sluice.item.v1"
 _ID_MASK = (1 << 96) - 1
@@ -82,26 +90,72 @@ def bus_items(items: list[DataItem], message_id: str) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass(slots=True)
+class Pending:
+    """A record that waits for its device's parser to run (Pipeline.start → finish)."""
+
+    envelope: records.Envelope
+    outcome: Outcome
+    request: RunRequest
+
+
 class Pipeline:
-    """One per sandbox (and so per thread): it keeps the devices' JSON views between runs."""
+    """One per sandbox (and so per thread): it keeps the devices' JSON views between runs.
+
+    `process` takes one record through; a caller with many records calls `start` for each,
+    runs the parsers of the pending ones with `ParserSandbox.run_many`, and `finish`es them.
+    """
 
     def __init__(self, sandbox: ParserSandbox) -> None:
         self.sandbox = sandbox
         self._device_json: dict[str, tuple[DeviceInfo, str]] = {}
 
     def process(self, envelope: records.Envelope, value: bytes, device: DeviceInfo) -> Outcome:
+        started = self.start(envelope, value, device)
+        if isinstance(started, Outcome):
+            return started
+        return self.finish(started, self.sandbox.run_many([started.request])[0])
+
+    def start(
+        self, envelope: records.Envelope, value: bytes, device: DeviceInfo
+    ) -> Outcome | Pending:
+        """The outcome, or for a device with a parser what the parser is to run on."""
         try:
             items, raw = normalise(envelope, value, device)
         except ValueError as exc:
             return Outcome(error=f"unreadable input: {exc}", stage="input", outcome="unreadable")
         outcome = Outcome(input=items)
-        if device.payload_parser:
-            outcome.parsed = True
-            items = self._parse(outcome, items, raw, device)
-            if outcome.error is not None:
-                return outcome
-            if items is None or items == []:
-                return outcome  # the parser chose to store nothing
+        if not device.payload_parser:
+            return self._validated(envelope, outcome, items)
+        outcome.parsed = True
+        try:
+            code = resolve_parser(device.payload_parser)
+            self.sandbox.check_code(code)
+        except KeyError as exc:
+            _parser_failed(outcome, str(exc.args[0]), "unknown_builtin")
+            return outcome
+        except ParserCodeTooLarge as exc:
+            _parser_failed(outcome, str(exc), "too_large")
+            return outcome
+        request = RunRequest(
+            code, _fast_json(items) or payload_json(items), self._device(device), raw
+        )
+        return Pending(envelope, outcome, request)
+
+    def finish(self, pending: Pending, run: ParserRun) -> Outcome:
+        """The outcome of a pending record, given its parser's run."""
+        outcome = pending.outcome
+        outcome.console = run.console
+        outcome.duration_ms = run.duration_ms
+        outcome.parser_output = run.payload
+        if run.error is not None:
+            _parser_failed(outcome, run.error, run.outcome)
+            return outcome
+        if run.payload is None or run.payload == []:
+            return outcome  # the parser chose to store nothing
+        return self._validated(pending.envelope, outcome, run.payload)
+
+    def _validated(self, envelope: records.Envelope, outcome: Outcome, items: Any) -> Outcome:
         received = datetime.fromtimestamp(envelope.received_at / 1000, UTC)
         try:
             validated = validate_items(
@@ -112,30 +166,6 @@ class Pipeline:
             return outcome
         outcome.items = bus_items(validated, envelope.message_id)
         return outcome
-
-    def _parse(self, outcome: Outcome, items: Any, raw: bytes | None, device: DeviceInfo) -> Any:
-        assert device.payload_parser is not None
-        try:
-            code = resolve_parser(device.payload_parser)
-        except KeyError as exc:
-            return _parser_failed(outcome, str(exc.args[0]), "unknown_builtin")
-        try:
-            run = self.sandbox.run(
-                code,
-                items,
-                None,
-                raw,
-                device_json=self._device(device),
-                payload_json=_fast_json(items),
-            )
-        except ParserCodeTooLarge as exc:
-            return _parser_failed(outcome, str(exc), "too_large")
-        outcome.console = run.console
-        outcome.duration_ms = run.duration_ms
-        outcome.parser_output = run.payload
-        if run.error is not None:
-            return _parser_failed(outcome, run.error, run.outcome)
-        return run.payload
 
     def _device(self, device: DeviceInfo) -> str:
         # The config cache hands out the same DeviceInfo until the device changes.
@@ -153,7 +183,7 @@ def _fast_json(items: Any) -> str | None:
     """The items as JSON text, by orjson (the sandbox's own encoder is 20 times slower).
 
     Normalised items come from JSON or UTF-8 text, so they hold no NaN (which orjson would
-    write as null); anything orjson refuses is left to the sandbox to encode or explain.
+    write as null); what orjson refuses (integers past 64 bits) the sandbox's encoder writes.
     """
     try:
         return orjson.dumps(items).decode()

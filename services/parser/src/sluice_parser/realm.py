@@ -7,13 +7,16 @@ left it pristine) or *throwaway* (plain built-ins for one run, exactly Node's se
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, cast
 
+import orjson
 import quickjs
 
 # Library code is evaluated below this many blank lines, so a stack frame's line number
@@ -68,6 +71,24 @@ class RealmResult:
     console: list[str]
     error: ScriptError | None
     pristine: bool  # the realm is exactly as before the run and may serve the next one
+    duration_ms: float | None = None  # measured by the engine (runs of a batch)
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A parser compiled in one realm: the function, and the number runBatch knows it by."""
+
+    fn: Any
+    slot: int
+    asynchronous: bool  # uses top-level await: runs one at a time, with the job queue drained
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRun:
+    compiled: Compiled
+    payload_json: str
+    device_json: str
+    raw: str | None  # the raw bytes as latin-1 text, for scripts that read raw_payload
 
 
 def _js_int(text: str) -> int | float:
@@ -77,10 +98,25 @@ def _js_int(text: str) -> int | float:
 
 
 _decoder = json.JSONDecoder(parse_int=_js_int)
+# An integer part of 16 digits or more may lie beyond 2**53 (the engine writes integral
+# doubles below 1e21 in full), where orjson would keep an exact int. The engine writes no
+# whitespace, so a number starts the text or follows one of - : , [. A quick look for any run
+# of 16 digits (bytes.translate and find run at memory speed; a regex takes ten times as
+# long) rules out most texts before that pattern is searched for.
+_DIGITS_TO_ZERO = bytes(0 if 0x30 <= byte <= 0x39 else 1 for byte in range(256))
+_SIXTEEN_DIGITS = bytes(16)
+_LONG_INTEGER = re.compile(r"(?:^|[-:,\[])[0-9]{16}")
 
 
 def loads(text: str) -> Any:
     """Parse JSON produced by the engine with JavaScript's number semantics."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    digit_runs = encoded.translate(_DIGITS_TO_ZERO).find(_SIXTEEN_DIGITS) >= 0
+    if not digit_runs or _LONG_INTEGER.search(text) is None:
+        try:
+            return orjson.loads(encoded)
+        except orjson.JSONDecodeError:
+            pass  # lone surrogates, nesting past orjson's limit: the exact decoder decides
     return _decoder.decode(text)
 
 
@@ -122,6 +158,21 @@ def _error_from(info: Any) -> ScriptError:
     )
 
 
+def _result(envelope: str) -> RealmResult:
+    try:
+        pristine, error, logged, dropped, duration, payload = loads(envelope)
+    except RecursionError:
+        nested = ScriptError("Error", "payload is nested too deeply to convert", None, None)
+        return RealmResult(payload=None, console=[], error=nested, pristine=False)
+    return RealmResult(
+        payload=payload,
+        console=_console_lines(logged, dropped),
+        error=None if error is None else _error_from(error),
+        pristine=bool(pristine),
+        duration_ms=duration,
+    )
+
+
 def _console_lines(logged: list[str], dropped: int) -> list[str]:
     if dropped:
         return [*logged, f"log: … {dropped} more console lines not kept"]
@@ -148,51 +199,75 @@ class ParserRealm:
         self._run = entry("run")
         self._settle = entry("settle")
         self._take_console = entry("takeConsole")
-        self._compiled: OrderedDict[str, Any] = OrderedDict()
+        self._bind = entry("bind")
+        self._unbind = entry("unbind")
+        self._run_batch = entry("runBatch")
+        self._compiled: OrderedDict[str, Compiled] = OrderedDict()
+        self._next_slot = 0
         self.retired = False  # a compile left the realm changed: do not use it again
 
     def memory_used(self) -> int:
         return cast(int, self._context.memory()["malloc_size"])
 
-    def compile(self, code: str) -> Any:
+    def compile(self, code: str) -> Compiled | ScriptError:
         """The compiled parser (cached by source text), or a ScriptError for a bad script.
 
         A rejected script may have run code while it was parsed; if that left the realm
         changed, `retired` becomes true.
         """
-        fn = self._compiled.get(code)
-        if fn is not None:
+        compiled = self._compiled.get(code)
+        if compiled is not None:
             self._compiled.move_to_end(code)
-            return fn
+            return compiled
         fn = self._call(self._compile, code)
         if isinstance(fn, str):
             error, pristine = loads(fn)
             if self.harden and (not pristine or self._jobs_left_behind()):
                 self.retired = True
             return _error_from(error)
-        self._compiled[code] = fn
+        slot = self._next_slot
+        self._next_slot += 1
+        compiled = Compiled(fn, slot, bool(self._call(self._bind, slot, fn)))
+        self._compiled[code] = compiled
         if len(self._compiled) > COMPILE_CACHE_SIZE:
-            self._compiled.popitem(last=False)
-        return fn
+            _, evicted = self._compiled.popitem(last=False)
+            self._call(self._unbind, evicted.slot)
+        return compiled
 
-    def run(self, fn: Any, payload_json: str, device_json: str, raw: str | None) -> RealmResult:
-        envelope = self._call(self._run, fn, payload_json, device_json, raw)
+    def run(
+        self, compiled: Compiled, payload_json: str, device_json: str, raw: str | None
+    ) -> RealmResult:
+        envelope = self._call(self._run, compiled.fn, payload_json, device_json, raw)
         if envelope is None:
             self._drain_jobs()
             envelope = self._call(self._settle)
         # A job the run left queued (a promise reaction) would execute during a later run.
         jobs_left = self.harden and self._jobs_left_behind()
+        result = _result(cast(str, envelope))
+        result.pristine = result.pristine and not jobs_left
+        return result
+
+    def run_batch(self, runs: Sequence[BatchRun], time_limit: float) -> list[RealmResult]:
+        """Run synchronous parsers one after another in one call into the engine, each as
+        `run` would; all of them share `time_limit`. Returns the results of a prefix of
+        `runs`: the batch stops after a run that leaves the realm unfit (not pristine, or out
+        of memory), and the last result returned then says so.
+        """
+        slots = orjson.dumps([run.compiled.slot for run in runs]).decode()
+        payloads = "[" + ",".join([run.payload_json for run in runs]) + "]"
+        devices = orjson.dumps([run.device_json for run in runs]).decode()
+        raws = None
+        if any(run.raw is not None for run in runs):
+            raws = orjson.dumps([run.raw for run in runs]).decode()
+        self._context.set_time_limit(time_limit)
         try:
-            pristine, error, logged, dropped, payload = loads(cast(str, envelope))
-        except RecursionError:
-            nested = ScriptError("Error", "payload is nested too deeply to convert", None, None)
-            return RealmResult(payload=None, console=[], error=nested, pristine=False)
-        return RealmResult(
-            payload=payload,
-            console=_console_lines(logged, dropped),
-            error=None if error is None else _error_from(error),
-            pristine=bool(pristine) and not jobs_left,
-        )
+            text = self._call(self._run_batch, slots, payloads, devices, raws)
+        finally:
+            self._context.set_time_limit(self.time_limit)
+        results = [_result(envelope) for envelope in cast(str, text).split("\n")]
+        if self.harden and self._jobs_left_behind():
+            results[-1].pristine = False
+        return results
 
     def _drain_jobs(self) -> None:
         # Top-level await: run queued jobs under one CPU budget for the whole run.

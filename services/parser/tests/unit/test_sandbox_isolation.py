@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sluice_parser.sandbox import ParserSandbox
+from sluice_parser.sandbox import ParserRun, ParserSandbox, RunRequest, device_json, payload_json
 
 # Observes everything the polluters below try to change; run in a fresh sandbox it gives the
 # pristine answers.
@@ -117,6 +117,25 @@ def test_next_run_sees_pristine_builtins_and_globals(
     assert after.payload == pristine
     # and again, in case the damage only shows on the second reuse
     assert sandbox.run(PROBE, [item], device).payload == pristine
+
+
+@pytest.mark.parametrize("polluter", sorted(POLLUTERS), ids=str)
+def test_a_run_in_a_batch_sees_pristine_builtins_and_globals(
+    pristine: Any, batches: list[int], polluter: str
+) -> None:
+    device = {"id": "d", "tags": [], "params": []}
+    item = [{"variable": "a", "value": 1}]
+    probe = RunRequest(PROBE, payload_json(item), device_json(device))
+    attack = RunRequest(POLLUTERS[polluter], payload_json(item), device_json(device))
+    with ParserSandbox() as box:
+        box.run_many([probe])
+        box.run_many([attack])  # both have run once: from now on they are batched
+        runs: list[ParserRun] = []
+        requests = [probe, attack, probe, probe, attack, probe]
+        while len(runs) < len(requests):
+            runs += box.run_many(requests[len(runs) :])
+    assert [runs[n].payload for n in (0, 2, 3, 5)] == [pristine] * 4
+    assert max(batches) > 1
 
 
 def test_pristine_probe_values(pristine: Any) -> None:

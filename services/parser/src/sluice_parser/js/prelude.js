@@ -35,7 +35,11 @@ function createRuntime(bufferModule, options) {
 
   // --------------------------------------------------------------- the realm
 
-  // Host extras QuickJS adds that a parser has no business with (a timer and a job queue).
+  // Host extras QuickJS adds that a parser has no business with (a timer and a job queue);
+  // the runner keeps the clock to time the runs of a batch.
+  const performance = global.performance;
+  const round = Math.round;
+  const clock = performance ? () => performance.now() : () => 0;
   delete global.performance;
   delete global.queueMicrotask;
   for (const [name, value] of [
@@ -381,20 +385,67 @@ function createRuntime(bufferModule, options) {
     } catch (thrown) {
       error = describeError(thrown);
     }
-    return finish(error);
+    return envelope(finish(error), null);
   }
 
   function settle() {
-    if (settled === 2) return finish(describeError(asyncError));
+    if (settled === 2) return envelope(finish(describeError(asyncError)), null);
     if (settled === 0) {
-      return finish({
-        name: "Error",
-        message: "the parser's top-level await never completed",
-        code: null,
-        line: null,
-      });
+      const never = { name: "Error", message: "the parser's top-level await never completed", code: null, line: null };
+      return envelope(finish(never), null);
     }
-    return finish(null);
+    return envelope(finish(null), null);
+  }
+
+  // Compiled parsers the host may name by number in runBatch (it binds and unbinds them as
+  // its compile cache changes).
+  const slots = new Map();
+  const mapGet = Map.prototype.get;
+  const mapSet = Map.prototype.set;
+  const mapDelete = Map.prototype.delete;
+
+  function bind(slot, fn) {
+    apply(mapSet, slots, [slot, fn]);
+    return getProto(fn) === asyncFunctionProto;
+  }
+
+  function unbind(slot) {
+    apply(mapDelete, slots, [slot]);
+  }
+
+  function runBatch(slotsJson, payloadsJson, devicesJson, rawsJson) {
+    // Runs synchronous parsers one after another, each exactly as run() would, and returns
+    // their envelopes (with each run's duration) joined by newlines, which JSON text never
+    // holds raw. Stops after a run that leaves the realm changed or runs out of memory: the
+    // host goes on with the rest in a fresh realm. Queued jobs cannot run here (only the host
+    // runs them), so a job a run leaves behind is found by the host after the batch, before
+    // the realm serves again.
+    const fns = jsonParse(slotsJson);
+    const payloads = jsonParse(payloadsJson);
+    const devices = jsonParse(devicesJson);
+    const raws = rawsJson === null ? null : jsonParse(rawsJson);
+    const envelopes = [];
+    for (let i = 0; i < fns.length; i++) {
+      const fn = apply(mapGet, slots, [fns[i]]);
+      const started = clock();
+      output.take();
+      global.payload = payloads[i];
+      payloads[i] = null;
+      global.device = jsonParse(devices[i]);
+      const raw = raws === null ? null : raws[i];
+      global.raw_payload = raw === null ? null : Buffer.from(raw, "latin1");
+      let error = null;
+      try {
+        fn();
+      } catch (thrown) {
+        error = describeError(thrown);
+      }
+      const finished = finish(error);
+      const duration = round((clock() - started) * 1000) / 1000; // to the microsecond
+      apply(arrayPush, envelopes, [envelope(finished, duration)]);
+      if (!finished.pristine || finished.outOfMemory) break;
+    }
+    return apply(arrayJoin, envelopes, ["\n"]);
   }
 
   function finish(error) {
@@ -409,12 +460,31 @@ function createRuntime(bufferModule, options) {
     }
     const pristine = options.harden ? restoreGlobals() : false;
     const taken = output.take();
-    const logged = taken[0];
-    const dropped = taken[1];
+    const outOfMemory = error !== null && error.name === "InternalError" && error.message === "out of memory";
+    return { pristine, error, logged: taken[0], dropped: taken[1], out, outOfMemory };
+  }
+
+  function envelope(finished, duration) {
+    // [pristine, error, console lines, lines dropped, duration ms or null, payload]
+    const errorJson = finished.error === null ? "null" : jsonStringify(finished.error);
+    const linesJson = finished.logged.length === 0 ? "[]" : jsonStringify(finished.logged);
+    const durationJson = duration === null ? "null" : jsonStringify(duration);
+    const parts = [
+      "[",
+      finished.pristine ? 1 : 0,
+      ",",
+      errorJson,
+      ",",
+      linesJson,
+      ",",
+      finished.dropped,
+      ",",
+      durationJson,
+      ",",
+      finished.out,
+      "]",
+    ];
     // join() yields a flat string; a concatenation could be a rope the host cannot read.
-    const errorJson = error === null ? "null" : jsonStringify(error);
-    const linesJson = logged.length === 0 ? "[]" : jsonStringify(logged);
-    const parts = ["[", pristine ? 1 : 0, ",", errorJson, ",", linesJson, ",", dropped, ",", out, "]"];
     return apply(arrayJoin, parts, [""]);
   }
 
@@ -423,7 +493,7 @@ function createRuntime(bufferModule, options) {
     return jsonStringify(output.take());
   }
 
-  const entryPoints = { compile, run, settle, takeConsole };
+  const entryPoints = { compile, run, settle, takeConsole, bind, unbind, runBatch };
   return function runtime(name) {
     return entryPoints[name];
   };
