@@ -6,9 +6,10 @@ Starts an embedded Tansu (or uses --kafka), a migrated SQLite database holding d
 payload parser is a typical 30-line Buffer decoder, and one `python -m sluice_parser` child
 process. Produces --count binary MQTT ingest records (as the actions service does for an
 insert action; device param payload_type=hex), then measures from the first produced record
-until as many data records have appeared on the data topic. Prints one JSON line; the
-parser's own CPU time is read from /proc, so `payloads_per_cpu_s` means something on a busy
-machine too.
+until the parser has committed them all (it commits a batch once its data records are
+acknowledged); it then checks that as many data records are on the data topic. Prints one
+JSON line; the parser's and the broker's CPU time are read from /proc, so
+`payloads_per_cpu_s` means something on a busy machine too.
 """
 
 from __future__ import annotations
@@ -142,6 +143,25 @@ async def produce(
         await producer.stop()
 
 
+async def committed_until(
+    group: AIOKafkaConsumer, partitions: list[TopicPartition], wanted: int, timeout: float
+) -> float:
+    """Wait until the parser's group has committed ``wanted`` ingest offsets (a batch is
+    committed once its outputs are acknowledged); the monotonic time it was seen. Polling
+    the group's offsets costs next to nothing, unlike decoding every data record, which on
+    a small machine would take CPU from the service being measured."""
+    deadline = time.monotonic() + timeout
+    while True:
+        committed = 0
+        for tp in partitions:
+            committed += await group.committed(tp) or 0
+        if committed >= wanted:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {committed} of {wanted} ingest offsets committed")
+        await asyncio.sleep(0.01)
+
+
 async def count_until(consumer: AIOKafkaConsumer, wanted: int, timeout: float) -> float:
     """Wait until ``wanted`` records arrived; the monotonic time when the last one did."""
     seen = 0
@@ -191,7 +211,9 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
     raise SystemExit("the parser service was not ready in time")
 
 
-async def run_bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, Any]:
+async def run_bench(
+    args: argparse.Namespace, bootstrap: str, workdir: Path, broker_pid: int | None = None
+) -> dict[str, Any]:
     database_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     await upgrade(database_url)
     account, devices = await create_devices(database_url, args.devices)
@@ -214,10 +236,16 @@ async def run_bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> 
     )
     proc = start_service(env, workdir / "parser.log", args.profile)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_bytes=2**25)
+    # Reads the parser group's committed offsets; it never joins the group.
+    group = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id="sluice-parser", enable_auto_commit=False
+    )
+    ingest = [TopicPartition(topics.ingest, p) for p in range(args.partitions)]
     pid = proc.pid
     try:
         wait_ready(f"http://127.0.0.1:{health_port}/readyz", proc)
         await consumer.start()
+        await group.start()
         partitions = [TopicPartition(topics.data, p) for p in range(args.partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -226,20 +254,26 @@ async def run_bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> 
         warm = ingest_records(devices, account, args.warmup, seed=1)
         await produce(bootstrap, topics.ingest, warm)
         await count_until(consumer, len(warm), args.timeout)
+        await committed_until(group, ingest, len(warm), args.timeout)
 
         batch = ingest_records(devices, account, args.count, seed=2)
         pid = service_pid(proc.pid, bool(args.profile))
         cpu_before = cpu_seconds(pid)
+        broker_before = cpu_seconds(broker_pid) if broker_pid else 0.0
         started = time.monotonic()
         await produce(bootstrap, topics.ingest, batch)
         produced = time.monotonic()
-        finished = await count_until(consumer, len(batch), args.timeout)
+        finished = await committed_until(group, ingest, len(warm) + len(batch), args.timeout)
         cpu = cpu_seconds(pid) - cpu_before
+        broker_cpu = cpu_seconds(broker_pid) - broker_before if broker_pid else None
+        # Every payload became a data record (counted after the clock stopped).
+        await count_until(consumer, len(batch), args.timeout)
     except TimeoutError as exc:
         tail = (workdir / "parser.log").read_text(errors="replace").splitlines()[-30:]
         raise SystemExit(f"{exc}; the parser's log ends with:\n" + "\n".join(tail)) from None
     finally:
         await consumer.stop()
+        await group.stop()
         os.kill(pid, signal.SIGTERM)  # under py-spy: the service; py-spy then writes its file
         proc.wait(60)
     elapsed = finished - started
@@ -255,6 +289,7 @@ async def run_bench(args: argparse.Namespace, bootstrap: str, workdir: Path) -> 
         "payloads_per_s": round(args.count / elapsed),
         "parser_cpu_seconds": round(cpu, 2),
         "payloads_per_cpu_s": round(args.count / cpu) if cpu else None,
+        "broker_cpu_seconds": None if broker_cpu is None else round(broker_cpu, 2),
         "load_avg_1m": os.getloadavg()[0],
         "cpus": os.cpu_count(),
     }
@@ -267,7 +302,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300)
-    parser.add_argument("--workers", type=int, default=1, help="SLUICE_PARSER_WORKERS")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="SLUICE_PARSER_WORKERS (the default on 2 CPUs)"
+    )
     parser.add_argument("--profile", help="record the service with py-spy into this file")
     parser.add_argument("--kafka", help="bootstrap servers (default: start an embedded Tansu)")
     args = parser.parse_args()
@@ -279,7 +316,8 @@ def main() -> None:
         else:
             with EmbeddedKafka(log_path=workdir / "tansu.log") as kafka:
                 asyncio.run(kafka.wait_ready())
-                result = asyncio.run(run_bench(args, kafka.bootstrap, workdir))
+                broker = kafka.process.pid if kafka.process else None
+                result = asyncio.run(run_bench(args, kafka.bootstrap, workdir, broker))
     print(json.dumps(result))
 
 

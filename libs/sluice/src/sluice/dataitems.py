@@ -116,6 +116,8 @@ def _has_nul(value: object) -> bool:
 
 def _to_utc_ms(when: datetime) -> datetime:
     """Aware UTC with millisecond precision, as TagoIO keeps times; naive means UTC."""
+    if when.tzinfo is UTC and not when.microsecond % 1000:
+        return when
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     elif when.tzinfo is not UTC:
@@ -351,14 +353,15 @@ def _metadata(entry: Mapping[str, Any], index: int) -> dict[str, Any] | None:
 
 
 def _validate_item(entry: Mapping[str, Any], index: int, now: datetime) -> DataItem:
+    # Positional: this runs for every item a device sends.
     return DataItem(
-        variable=_variable(entry, index),
-        value=_value(entry, index),
-        unit=_short_text(entry, index, "unit", MAX_UNIT_CHARS),
-        time=_time(entry, index, now),
-        group=_group(entry, index) or "",
-        location=_location(entry, index),
-        metadata=_metadata(entry, index),
+        _variable(entry, index),
+        _value(entry, index),
+        _short_text(entry, index, "unit", MAX_UNIT_CHARS),
+        _time(entry, index, now),
+        _group(entry, index) or "",
+        _location(entry, index),
+        _metadata(entry, index),
     )
 
 

@@ -29,6 +29,9 @@ from sluice_parser.worker import BatchWorker, Work
 
 log = logging.getLogger("sluice.parser")
 
+# Records per slice of a consumed batch (see handle in serve).
+PIPELINE_SLICE = 250
+
 
 class ParserThreads:
     """Worker threads, each owning one BatchWorker (and so one sandbox)."""
@@ -131,7 +134,25 @@ async def serve(settings: ParserSettings, stop: asyncio.Event) -> None:
                 )
                 continue
             work.append(Work(record, device))
-        await output.send(await threads.process(work))
+        # In slices, so the outputs of one are produced while the threads run parsers on the
+        # next; everything is sent and acknowledged before the batch is committed.
+        sending: asyncio.Future[None] | None = None
+        try:
+            for start in range(0, len(work), PIPELINE_SLICE):
+                processing = asyncio.ensure_future(
+                    threads.process(work[start : start + PIPELINE_SLICE])
+                )
+                try:
+                    if sending is not None:
+                        await sending
+                finally:
+                    outputs = await processing  # the threads finish whatever happens
+                sending = asyncio.ensure_future(output.send(outputs))
+            if sending is not None:
+                await sending
+        finally:
+            if sending is not None and not sending.done():
+                sending.cancel()
 
     consumer = bus.make_group_consumer(settings, [topics.ingest], settings.parser_group)
     loop = bus.ConsumerLoop(consumer, [topics.ingest], handle, name="parser")

@@ -64,6 +64,10 @@ def item_ids(message_id: str, count: int) -> list[str]:
     """
     digest = hashlib.blake2b(message_id.encode(), digest_size=12, person=_ID_PERSON).digest()
     start = int.from_bytes(digest, "big")
+    low = start & 0xFFFFFFFF
+    if low + count <= 0xFFFFFFFF:  # all but the last 8 hex digits are shared
+        high = digest[:8].hex()
+        return [f"{high}{number:08x}" for number in range(low, low + count)]
     return [f"{(start + index) & _ID_MASK:024x}" for index in range(count)]
 
 

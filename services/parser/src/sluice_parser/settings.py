@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 
 from sluice.settings import SluiceSettings
@@ -16,11 +18,12 @@ class ParserSettings(SluiceSettings):
         default=64 * 2**20, ge=8 * 2**20, description="Bytes of memory one parser run may use"
     )
     parser_workers: int = Field(
-        default=1,
+        default_factory=lambda: min(2, len(os.sched_getaffinity(0))),
         ge=1,
         le=64,
         description="Threads running parsers, each with its own sandbox (devices are spread "
-        "over them; more than one helps on a machine with spare cores)",
+        "over them). JavaScript runs without Python's GIL, so while one thread runs parsers "
+        "another can validate their output: 2 where the process may use 2 CPUs, else 1",
     )
     parser_suspend_seconds: float = Field(
         default=5.0,
