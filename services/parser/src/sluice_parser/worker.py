@@ -17,7 +17,7 @@ from sluice import metrics, records
 from sluice.batching import Output
 from sluice.bus import Record
 from sluice.config import DeviceInfo
-from sluice_parser.guard import ParserGuard
+from sluice_parser.guard import ParserGuard, Suspension
 from sluice_parser.metrics import parser_runs, parser_seconds
 from sluice_parser.pipeline import Outcome, Pending, Pipeline
 from sluice_parser.sandbox import BATCH_RUNS
@@ -70,8 +70,9 @@ class BatchWorker:
         now = time.monotonic()
         for index, item in enumerate(work):
             device = item.device
-            if device.payload_parser and self.guard.suspended(device.id, now) is not None:
-                outcomes[index] = self._suspended(device, now)
+            suspension = self.guard.suspended(device.id, now) if device.payload_parser else None
+            if suspension is not None:
+                outcomes[index] = self._suspended(suspension, now)
                 continue
             started = self.pipeline.start(envelopes[index], item.record.value or b"", device)
             if isinstance(started, Pending):
@@ -97,9 +98,9 @@ class BatchWorker:
             chunk: list[tuple[int, Pending]] = []
             while waiting and len(chunk) < BATCH_RUNS:
                 index, pending = waiting.popleft()
-                device = work[index].device
-                if self.guard.suspended(device.id, now) is not None:
-                    outcomes[index] = self._suspended(device, now)
+                suspension = self.guard.suspended(work[index].device.id, now)
+                if suspension is not None:
+                    outcomes[index] = self._suspended(suspension, now)
                 else:
                     chunk.append((index, pending))
             if not chunk:
@@ -148,9 +149,7 @@ class BatchWorker:
                 },
             )
 
-    def _suspended(self, device: DeviceInfo, now: float) -> Outcome:
-        suspension = self.guard.suspended(device.id, now)
-        assert suspension is not None
+    def _suspended(self, suspension: Suspension, now: float) -> Outcome:
         self._runs["suspended"].inc()
         return Outcome(
             error=f"payload parser suspended for another {suspension.until - now:.0f} s "

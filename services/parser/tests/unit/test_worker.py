@@ -164,6 +164,40 @@ def test_a_hostile_parser_is_suspended_and_other_devices_keep_flowing(
     assert parser_runs.labels("suspended")._value.get() == suspended + 4
 
 
+def test_a_cheap_parser_that_hangs_on_one_message_in_a_batch(
+    sandbox: ParserSandbox, batches: list[int]
+) -> None:
+    # Cheap runs go through the engine in batches; the one that hangs stops its batch, is
+    # run again alone with the full limit, and its device is suspended before its next
+    # message, while the other device's messages are all stored, in order.
+    spin = "if (payload[0].value === 'FF') { while (true) {} } " + GOOD
+    flaky, good = device("flaky", spin), device("good", GOOD)
+    w = worker(sandbox)
+    w.process([Work(record(flaky, 0), flaky), Work(record(good, 0), good)])  # known cheap
+    batch = [
+        Work(
+            record(good, n),
+            good,
+        )
+        for n in range(1, 4)
+    ]
+    batch += [Work(record(flaky, 1, b"\xff"), flaky)]
+    batch += [Work(record(flaky, n), flaky) for n in range(2, 5)]
+    batch += [Work(record(good, n), good) for n in range(4, 7)]
+    outputs = w.process(batch)
+    data = by_topic(outputs, TOPICS.data)
+    assert [dict(o.headers)["message_id"] for o in data] == [
+        f"msg-good-{n}".encode() for n in range(1, 7)
+    ]
+    reasons = [
+        dict(o.headers)["dead_reason"].decode() for o in by_topic(outputs, TOPICS.dead_letter)
+    ]
+    assert reasons[0] == "payload parser: timeout: parser exceeded 0.2 s CPU time"
+    assert len(reasons) == 4
+    assert all(r.startswith("payload parser suspended for another") for r in reasons[1:])
+    assert batches[0] == len(batch)  # the whole batch went into the engine at once first
+
+
 def test_suspensions_grow_reset_on_success_and_lift_on_change() -> None:
     guard = ParserGuard(base=5.0, cap=12.0)
     assert guard.observe("d", "timeout", "timeout: ...", now=100.0) == 5.0
