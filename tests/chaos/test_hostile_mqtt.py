@@ -18,12 +18,11 @@ import struct
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from chaoslib import probes
-from chaoslib.rawmqtt import Answer, RawConnection, mutate, seed_packets
 from chaoslib.report import report, sizes
 
 from sluice.testing.mqtt import Client
@@ -39,19 +38,14 @@ from sluice_gateway.codec import (
     encode,
     encode_publish,
 )
+from sluice_gateway.testing import (
+    Answer,
+    FuzzTally,
+    RawConnection,
+    fuzz_connection,
+    mutate,
+)
 
-# Reasons a gateway may give when it closes a fuzzed connection (MQTT 5 DISCONNECT).
-FUZZ_DISCONNECT_REASONS = {
-    c.MALFORMED_PACKET,
-    c.PROTOCOL_ERROR,
-    c.PACKET_TOO_LARGE,
-    c.TOPIC_ALIAS_INVALID,
-    c.TOPIC_NAME_INVALID,
-    c.RECEIVE_MAXIMUM_EXCEEDED,
-    c.NOT_AUTHORIZED,
-    c.BAD_AUTHENTICATION_METHOD,
-    c.TOPIC_FILTER_INVALID,
-}
 SUBSCRIPTIONS = 65_536
 SUBSCRIBE_BATCH = 4096  # filters per SUBSCRIBE packet (about 60 kB, under 256 kB)
 RSS_HELD_LIMIT_MB = 400  # 65,536 subscriptions held: about 2 kB each at most
@@ -69,15 +63,6 @@ REDUCED = Fuzz(packets=4_000, connects=300)
 FULL = Fuzz(packets=100_000, connects=5_000)
 
 
-@dataclass
-class Tally:
-    packets: int = 0
-    connections: int = 0
-    closed: int = 0
-    reasons: Counter[int] = field(default_factory=Counter)
-    wrong_reasons: list[int] = field(default_factory=list)
-
-
 def gateway_rss(stack: Stack) -> float:
     return probes.rss_mb(probes.pid_of(stack, "gateway"))
 
@@ -90,31 +75,6 @@ def tenant(sqlite_stack: Stack) -> dict[str, Any]:
 
 
 # -- fuzz -------------------------------------------------------------------------------
-
-
-async def fuzz_connection(port: int, token: str, rng: random.Random, tally: Tally) -> None:
-    version = rng.choice((4, 5))
-    conn = await RawConnection.logged_in(port, token, version, f"fuzz-{uuid.uuid4().hex[:8]}")
-    tally.connections += 1
-    seeds = seed_packets(version)
-    try:
-        for _ in range(60):
-            conn.send(mutate(rng.choice(seeds), rng))
-            tally.packets += 1
-            await conn.writer.drain()
-            answer = await conn.read_until(None, timeout=0.002)
-            reason = answer.disconnect
-            if reason is not None:
-                tally.reasons[reason] += 1
-                if reason not in FUZZ_DISCONNECT_REASONS:
-                    tally.wrong_reasons.append(reason)
-            if answer.closed:
-                tally.closed += 1
-                return
-    except (ConnectionError, OSError):
-        tally.closed += 1
-    finally:
-        conn.close()
 
 
 def credentials(data: bytes, token: str) -> str:
@@ -184,7 +144,7 @@ def test_fuzzed_packets_are_refused_and_the_gateway_keeps_serving(
     good.subscribe("health/#", qos=1)
     rss_before = gateway_rss(sqlite_stack)
     rng = random.Random(20261124)
-    tally = Tally()
+    tally = FuzzTally()
     connects: Counter[str] = Counter()
 
     async def run() -> None:

@@ -1,11 +1,17 @@
-"""Raw MQTT over a socket, for hostile input: send any bytes, then read what the gateway
-answers until it closes the connection (or stays quiet)."""
+"""Hostile MQTT input for tests of a running gateway: raw connections that send any bytes
+and read what the gateway answers until it closes the connection (or stays quiet), a fuzz
+corpus (valid packets of every kind and ways to mutate them), and one fuzzing connection.
+
+Used by the gateway's fuzz test and by the reliability suite (tests/chaos).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
+import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,3 +173,57 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     elif choice == 6:
         buf += rng.choice([b"\x30", b"\x82\x05\x00", b"\xe0\x00", b"\x10\x00"])
     return bytes(buf)
+
+
+# -- fuzzing connections --------------------------------------------------------------------
+
+# Reasons a gateway may give when it closes a fuzzed connection (MQTT 5 DISCONNECT).
+FUZZ_DISCONNECT_REASONS = {
+    c.MALFORMED_PACKET,
+    c.PROTOCOL_ERROR,
+    c.PACKET_TOO_LARGE,
+    c.TOPIC_ALIAS_INVALID,
+    c.TOPIC_NAME_INVALID,
+    c.RECEIVE_MAXIMUM_EXCEEDED,
+    c.NOT_AUTHORIZED,
+    c.BAD_AUTHENTICATION_METHOD,
+    c.TOPIC_FILTER_INVALID,
+}
+
+
+@dataclass
+class FuzzTally:
+    packets: int = 0
+    connections: int = 0
+    closed: int = 0
+    reasons: Counter[int] = field(default_factory=Counter)
+    wrong_reasons: list[int] = field(default_factory=list)
+
+
+async def fuzz_connection(
+    port: int, token: str, rng: random.Random, tally: FuzzTally, packets: int = 60
+) -> None:
+    """Log in (MQTT 3.1.1 or 5 at random), then send up to ``packets`` mutated packets,
+    counting how the gateway answers, until it closes the connection."""
+    version = rng.choice((4, 5))
+    conn = await RawConnection.logged_in(port, token, version, f"fuzz-{uuid.uuid4().hex[:8]}")
+    tally.connections += 1
+    seeds = seed_packets(version)
+    try:
+        for _ in range(packets):
+            conn.send(mutate(rng.choice(seeds), rng))
+            tally.packets += 1
+            await conn.writer.drain()
+            answer = await conn.read_until(None, timeout=0.002)
+            reason = answer.disconnect
+            if reason is not None:
+                tally.reasons[reason] += 1
+                if reason not in FUZZ_DISCONNECT_REASONS:
+                    tally.wrong_reasons.append(reason)
+            if answer.closed:
+                tally.closed += 1
+                return
+    except (ConnectionError, OSError):
+        tally.closed += 1
+    finally:
+        conn.close()
