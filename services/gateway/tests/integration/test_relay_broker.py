@@ -399,6 +399,41 @@ def test_broker_down_then_restarted_loses_no_qos1_message(
     assert after["connected_at"] == status["connected_at"]
 
 
+def test_relayed_messages_count_as_the_accounts_publishes(
+    sqlite_stack: Stack, plain_broker: Mosquitto
+) -> None:
+    """Relayed messages are the device's publishes: past the plan's publishes per minute
+    they are refused, counted and explained, like a device's own (but still acknowledged to
+    the external broker, which has no use for Sluice's quota)."""
+    stack, broker = sqlite_stack, plain_broker
+    plan = stack.create_plan(f"five-{uuid.uuid4().hex[:6]}", mqtt_publish_per_min=5)
+    account = stack.create_account(f"relay-quota-{uuid.uuid4().hex[:6]}", plan=plan)
+    device = stack.create_device(account["token"], name="meter")
+    stack.insert_action(account["token"], device["device_id"], "meter/#")
+    broker.start()
+    relay = create_relay(
+        stack,
+        account["token"],
+        port=broker.port,
+        subscriptions=[{"topic": "meter/#", "qos": 1}],
+        mapping={"type": "device", "device": device["device_id"]},
+    )
+    wait_status(stack, account["token"], relay, lambda s: s["connected"], "the relay")
+    publisher = broker.client(version=4, client_id=f"pub-{uuid.uuid4().hex[:6]}")
+    assert publisher.connect() == 0
+    for n in range(8):  # all within one minute's window
+        assert publisher.publish("meter/1", item("seq", n), qos=1) == 0
+    publisher.disconnect()
+    status = wait_status(
+        stack, account["token"], relay, lambda s: s["dropped"] >= 3, "the refusals"
+    )
+    assert "the account's publishes per minute are used up ('meter/1'" in status["last_error"]
+    wait_for(lambda: len(values(stack, device["token"], "seq")) >= 5, 60, what="5 stored")
+    time.sleep(2)  # nothing more arrives
+    assert sorted(values(stack, device["token"], "seq")) == [0, 1, 2, 3, 4]
+    assert status["connected"]
+
+
 def test_definitions_the_gateway_could_not_run_are_refused(sqlite_stack: Stack) -> None:
     stack = sqlite_stack
     account = stack.create_account(f"relay-bad-{uuid.uuid4().hex[:6]}")

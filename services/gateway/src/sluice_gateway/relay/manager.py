@@ -320,12 +320,15 @@ class RelayManager:
             return f"device {device_id} is inactive"
         if device.topic_acl and not allowed_topic(device.topic_acl, device_id, "publish", topic):
             return f"the topic ACL of device {device_id} denies publishing to {topic!r}"
+        session = self._session(relay, device)
+        refusal = self.node.quotas.publish(session, topic)  # as if the device had published
+        if refusal is not None:
+            return f"{refusal[0]} ({topic!r}, device {device_id})"
         # Kafka is behind: wait, as device sockets do (the uplink's one pressure callback
         # belongs to the node, so the flag is polled).
         while self.node.uplink.paused:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        msg = Message(topic, payload, message.qos)
-        self.node.publish(self._session(relay, device), msg, done)
+        self.node.publish(session, Message(topic, payload, message.qos), done)
         return None
 
     def _session(self, relay: RelayDefinition, device: DeviceInfo) -> Session:
@@ -344,6 +347,7 @@ class RelayManager:
                 acl=device.topic_acl,
             )
             self._sessions[key] = session
+        session.limits = relay.limits  # the plan may have changed since the session was made
         return session
 
     # -- out: sluice.downlink → broker --------------------------------------------

@@ -59,6 +59,9 @@ class RelayDefinition:
     downlink_topic: str | None
     ingest_retained: bool = False
     max_payload: int = 256 * 1024  # the account plan's max_packet_size
+    # The account plan's limits (sluice.plans.plan_limits): relayed messages count as the
+    # device's publishes (per minute, topic length and levels)
+    limits: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def connection(self) -> tuple[Any, ...]:
         """What the broker connection depends on: a change here needs a reconnect."""
@@ -79,8 +82,9 @@ class RelayDefinition:
         return frozenset(s.filter for s in self.subscriptions)
 
 
-def definition_from_row(row: Any, max_payload: int) -> RelayDefinition:
-    """A :class:`RelayDefinition` from a ``Relay`` row (the API validated its fields)."""
+def definition_from_row(row: Any, limits: dict[str, Any]) -> RelayDefinition:
+    """A :class:`RelayDefinition` from a ``Relay`` row (the API validated its fields) and
+    its account plan's limits."""
     tls = row.tls if isinstance(row.tls, dict) else None
     mapping = row.mapping if isinstance(row.mapping, dict) else {}
     return RelayDefinition(
@@ -115,7 +119,8 @@ def definition_from_row(row: Any, max_payload: int) -> RelayDefinition:
         ),
         downlink_topic=row.downlink_topic,
         ingest_retained=bool(row.ingest_retained),
-        max_payload=max_payload,
+        max_payload=int(limits["max_packet_size"]),
+        limits=limits,
     )
 
 

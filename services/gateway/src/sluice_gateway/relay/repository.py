@@ -67,7 +67,7 @@ class RelayRepository:
         for relay, plan_name in rows:
             plan = plans.get(plan_name)
             limits = plan_limits(plan.limits if plan else None, plan_name)
-            result.append(definition_from_row(relay, int(limits["max_packet_size"])))
+            result.append(definition_from_row(relay, limits))
         return result
 
     async def device_for_serial(self, account: str, serial: str) -> str | None:
