@@ -101,7 +101,9 @@ class TTLCache(Generic[K, V]):
     """An async read-through cache; concurrent misses for one key share one load.
 
     An invalidation that lands while a load is in flight wins: the loaded value is
-    returned to its callers but not cached, so a stale row never outlives the event.
+    returned to the callers that asked before the event but not cached, and a lookup after
+    the event starts a load of its own, so no caller sees a row older than an event it
+    follows.
     """
 
     def __init__(self, loader: Callable[[K], Awaitable[V]], ttl: float) -> None:
@@ -128,7 +130,8 @@ class TTLCache(Generic[K, V]):
             future.exception()  # retrieved here; waiters get it re-raised
             raise
         finally:
-            self._loading.pop(key, None)
+            if self._loading.get(key) is future:  # not replaced by a load after an event
+                del self._loading[key]
         if generation == self._generation:
             self._items[key] = (time.monotonic() + self._ttl, value)
         future.set_result(value)
@@ -142,8 +145,10 @@ class TTLCache(Generic[K, V]):
         self._generation += 1
         if key is None:
             self._items.clear()
+            self._loading.clear()
         else:
             self._items.pop(key, None)
+            self._loading.pop(key, None)
 
 
 class ConfigStore:

@@ -23,7 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from sluice.embedded import EmbeddedKafka, free_port
-from sluice.testing.mqtt import Client, MqttTimeout, wait_for
+from sluice.testing.mqtt import Client, wait_for
 from sluice.testing.stack import Stack
 from sluice.testing.tls import make_certificates
 
@@ -262,26 +262,26 @@ def test_mqtt_action_reaches_a_subscriber_on_the_external_broker(
         trigger=[{"device": boiler, "topic": "plant/+/alarm"}],
         action={"type": "mqtt", "device": boiler, "topic": "led", "payload": "red", "qos": 1},
     )
+    # The actions service answers from its cached copy of the account's actions and learns
+    # of a new one through sluice.control within about a second: an alarm handled before
+    # then fires nothing. The copy is read in one query, so once it holds the pump's insert
+    # action, created after the led action, it holds both: a stored pump alarm says so.
+    stack.insert_action(plant["token"], plant["pump"]["device_id"], "plant/+/alarm")
     subscriber = secured_broker.client(version=4)
     assert subscriber.connect() == 0
     assert subscriber.subscribe(f"plant/SN-B-{tag}/#", qos=1) == [1]
     publisher = secured_broker.client(version=4)
     assert publisher.connect() == 0
-    # The new action reaches the actions service through sluice.control within about a
-    # second; an alarm handled before then fires nothing, so the device raises it again.
-    # (A single alarm left this test without a led about one module run in four on a loaded
-    # machine; that the cause is this race is likely, not proven.)
-    deadline = time.monotonic() + 60
-    led = None
-    while led is None:
-        assert time.monotonic() < deadline, "the mqtt action never reached the broker"
-        assert publisher.publish(f"plant/SN-B-{tag}/alarm", "overheat", qos=1) == 0
-        try:
-            while led is None:  # the device's own alarm comes back first
-                got = subscriber.expect(3)
-                led = None if got.topic.endswith("/alarm") else got
-        except MqttTimeout:
-            pass  # nothing more within 3 s: raise the alarm again
+
+    def actions_loaded() -> bool:
+        assert publisher.publish(f"plant/SN-P-{tag}/alarm", item("probe", 1), qos=1) == 0
+        return bool(values(stack, plant["pump"]["token"], "probe"))
+
+    wait_for(actions_loaded, 60, 0.5, "the actions service to load the new actions")
+    assert publisher.publish(f"plant/SN-B-{tag}/alarm", "overheat", qos=1) == 0
+    alarm = subscriber.expect(10)  # the device's own alarm comes back first
+    assert alarm.topic == f"plant/SN-B-{tag}/alarm"
+    led = subscriber.expect(30)
     assert (led.topic, led.payload, led.qos) == (f"plant/SN-B-{tag}/led", b"red", 1)
     status = wait_status(
         stack, plant["token"], plant["relay"], lambda s: s["messages_out"] >= 1, "out count"
