@@ -104,6 +104,12 @@ class Stack:
                 "SLUICE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
                 "SLUICE_DATABASE_URL": self.database_url,
                 "SLUICE_TOPIC_PREFIX": self.topic_prefix,
+                # Stacks may share one broker: consumer groups of their own, so one stack
+                # starting or stopping never rebalances another's consumers.
+                "SLUICE_ACTIONS_GROUP": f"{self.topic_prefix}actions",
+                "SLUICE_ACTIONS_JOBS_GROUP": f"{self.topic_prefix}actions-jobs",
+                "SLUICE_PARSER_GROUP": f"{self.topic_prefix}parser",
+                "SLUICE_STORAGE_GROUP": f"{self.topic_prefix}storage",
                 "SLUICE_ADMIN_TOKEN": self.admin_token,
                 "SLUICE_KAFKA_FAST_GROUPS": "true",
                 "SLUICE_MQTT_HOST": "127.0.0.1",
