@@ -52,6 +52,11 @@ class ScriptError:
     def out_of_memory(self) -> bool:
         return self.name == "InternalError" and self.message == "out of memory"
 
+    @property
+    def bare(self) -> bool:
+        """The script threw null or undefined — or the engine did, out of memory."""
+        return self.name is None and self.message in ("null", "undefined")
+
     def describe(self) -> str:
         message = self.message
         if len(message) > MAX_MESSAGE_CHARS:

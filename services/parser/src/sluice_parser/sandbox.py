@@ -47,6 +47,7 @@ BATCH_WORK_SECONDS = 0.005
 BATCH_TIME_LIMIT = 0.1
 _BATCH_MAX_RUN_SECONDS = 0.001
 _COST_WEIGHT = 0.1  # of the newest run in a parser's average run time
+_LIMIT_OUTCOMES = frozenset({"timeout", "memory", "internal"})
 _COSTS_KEPT = 1024
 
 _BUILTIN_NAMES = (
@@ -91,6 +92,7 @@ class ParserRun:
     # "ok", or what stopped the run: "error" (the script threw or did not compile),
     # "timeout", "memory" (a limit), "internal" (the engine itself failed)
     outcome: str = "ok"
+    bare: bool = False  # the error is a thrown null or undefined
 
 
 _encode_json = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
@@ -275,10 +277,23 @@ class ParserSandbox:
         if not all(result.pristine for result in results):
             self._shared = None
         done = []
-        for (script, _), result in zip(batch, results, strict=False):
+        for (script, request), result in zip(batch, results, strict=False):
+            if result.error is not None and result.error.bare:
+                # It ends the batch: run it again alone (see _run_locked).
+                self._shared = None
+                started = time.perf_counter()
+                raw = None
+                if request.raw_payload is not None and script.uses_raw:
+                    raw = bytes(request.raw_payload).decode("latin-1")
+                outcome = self._run_locked(script, request.payload_json, request.device_json, raw)
+                outcome.duration_ms = (time.perf_counter() - started) * 1000.0
+                done.append(outcome)
+                break
             outcome = self._outcome(result)
             outcome.duration_ms = result.duration_ms or 0.0
             self._note_cost(script.source, outcome.duration_ms / 1000.0)
+            if outcome.outcome in _LIMIT_OUTCOMES:
+                self._costs[script.source] = math.inf  # from now on it runs alone
             done.append(outcome)
         return done
 
@@ -319,6 +334,19 @@ class ParserSandbox:
     def _run_locked(
         self, script: _Script, payload_json: str, device_json: str, raw: str | None
     ) -> ParserRun:
+        outcome = self._run_in_realm(script, payload_json, device_json, raw)
+        if outcome.bare and not script.own_realm:
+            # Out of memory, the engine may throw null in place of its error; in a fresh
+            # realm it has room for the error, and a script that throws null throws it again.
+            self._shared = None
+            outcome = self._run_in_realm(script, payload_json, device_json, raw)
+        if outcome.outcome in _LIMIT_OUTCOMES:
+            self._costs[script.source] = math.inf  # from now on it runs alone
+        return outcome
+
+    def _run_in_realm(
+        self, script: _Script, payload_json: str, device_json: str, raw: str | None
+    ) -> ParserRun:
         own_realm = script.own_realm
         try:
             realm = self._new_realm(harden=False) if own_realm else self._shared_realm()
@@ -345,7 +373,9 @@ class ParserSandbox:
         if result.error.out_of_memory:
             self._shared = None
             return ParserRun(None, result.console, self._memory_message(), 0.0, "memory")
-        return ParserRun(None, result.console, result.error.describe(), 0.0, "error")
+        run = ParserRun(None, result.console, result.error.describe(), 0.0, "error")
+        run.bare = result.error.bare
+        return run
 
     def _shared_realm(self) -> ParserRealm:
         realm = self._shared

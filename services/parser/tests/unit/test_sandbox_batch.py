@@ -31,6 +31,8 @@ SCRIPTS = {
     "adds a global": "leaked = (typeof leaked === 'number' ? leaked : 0) + 1; payload = [leaked];",
     "undefined": "payload = undefined;",
     "not serialisable": "const o = {}; o.self = o; payload = [o];",
+    # Ends its batch and runs again alone (the engine throws null when out of memory).
+    "throws null": "if (payload[0].value.startsWith('fe')) throw null; payload = [];",
 }
 
 

@@ -435,15 +435,19 @@ function createRuntime(bufferModule, options) {
       const raw = raws === null ? null : raws[i];
       global.raw_payload = raw === null ? null : Buffer.from(raw, "latin1");
       let error = null;
+      let bare = false;
       try {
         fn();
       } catch (thrown) {
         error = describeError(thrown);
+        // Out of memory, the engine may throw null in place of its error: the host runs
+        // such a message again alone, in a fresh realm, to tell the two apart.
+        bare = thrown === null || thrown === undefined;
       }
       const finished = finish(error);
       const duration = round((clock() - started) * 1000) / 1000; // to the microsecond
       apply(arrayPush, envelopes, [envelope(finished, duration)]);
-      if (!finished.pristine || finished.outOfMemory) break;
+      if (!finished.pristine || finished.outOfMemory || bare) break;
     }
     return apply(arrayJoin, envelopes, ["\n"]);
   }
