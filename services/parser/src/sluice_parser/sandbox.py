@@ -105,6 +105,12 @@ class _Script:
     own_realm: bool  # needs a throwaway realm of its own for each run
     uses_raw: bool  # names raw_payload (no Buffer is built for scripts that never read it)
 
+    def raw_text(self, raw_payload: bytes | None) -> str | None:
+        """The raw bytes as the engine takes them (latin-1 text), if the script reads them."""
+        if raw_payload is None or not self.uses_raw:
+            return None
+        return bytes(raw_payload).decode("latin-1")
+
 
 @lru_cache(maxsize=256)
 def _script(code: str) -> _Script:
@@ -199,9 +205,7 @@ class ParserSandbox:
             payload_json = _to_json(payload, "payload")
         if device_json is None:
             device_json = _to_json(_device_view(device), "device")
-        raw = None
-        if raw_payload is not None and script.uses_raw:
-            raw = bytes(raw_payload).decode("latin-1")
+        raw = script.raw_text(raw_payload)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the parser sandbox is closed")
@@ -263,9 +267,7 @@ class ParserSandbox:
                     if realm.retired:
                         self._shared = None
                     break
-                raw = None
-                if request.raw_payload is not None and script.uses_raw:
-                    raw = bytes(request.raw_payload).decode("latin-1")
+                raw = script.raw_text(request.raw_payload)
                 runs.append(BatchRun(compiled, request.payload_json, request.device_json, raw))
             if len(runs) < 2 or self._shared is None:
                 return []
@@ -282,9 +284,7 @@ class ParserSandbox:
                 # It ends the batch: run it again alone (see _run_locked).
                 self._shared = None
                 started = time.perf_counter()
-                raw = None
-                if request.raw_payload is not None and script.uses_raw:
-                    raw = bytes(request.raw_payload).decode("latin-1")
+                raw = script.raw_text(request.raw_payload)
                 outcome = self._run_locked(script, request.payload_json, request.device_json, raw)
                 outcome.duration_ms = (time.perf_counter() - started) * 1000.0
                 done.append(outcome)
@@ -308,7 +308,7 @@ class ParserSandbox:
                 payload_json=request.payload_json,
             )
             done.append(run)
-            if run.outcome in ("timeout", "memory", "internal"):
+            if run.outcome in _LIMIT_OUTCOMES:
                 break
         return done
 
@@ -358,8 +358,7 @@ class ParserSandbox:
             started = time.perf_counter()
             result = realm.run(compiled, payload_json, device_json, raw)
             self._note_cost(script.source, time.perf_counter() - started)
-        except RealmBroken as broken:
-            self._note_cost(script.source, self._time_limit)
+        except RealmBroken as broken:  # _run_locked then lets the parser run only alone
             if not own_realm:
                 self._shared = None
             return ParserRun(None, broken.console, self._limit_message(broken), 0.0, broken.kind)
