@@ -180,11 +180,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of each of the process's threads ("main": the event loop's)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        name = "main" if task.name == str(pid) else task.name
+        out[name] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def start_service(env: dict[str, str], log_path: Path, profile: str | None) -> Any:
     command = [sys.executable, "-m", "sluice_parser"]
     if profile:
         spy = Path(sys.executable).with_name("py-spy")
-        command = [str(spy), "record", "--format", "raw", "-o", profile, "--", *command]
+        command = [
+            str(spy),
+            "record",
+            "--threads",
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "-o",
+            profile,
+            "--",
+            *command,
+        ]
     with open(log_path, "ab") as log:
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -259,12 +285,17 @@ async def run_bench(
         batch = ingest_records(devices, account, args.count, seed=2)
         pid = service_pid(proc.pid, bool(args.profile))
         cpu_before = cpu_seconds(pid)
+        threads_before = thread_cpu_seconds(pid)
         broker_before = cpu_seconds(broker_pid) if broker_pid else 0.0
         started = time.monotonic()
         await produce(bootstrap, topics.ingest, batch)
         produced = time.monotonic()
         finished = await committed_until(group, ingest, len(warm) + len(batch), args.timeout)
         cpu = cpu_seconds(pid) - cpu_before
+        threads = {
+            name: round(seconds - threads_before.get(name, 0.0), 2)
+            for name, seconds in thread_cpu_seconds(pid).items()
+        }
         broker_cpu = cpu_seconds(broker_pid) - broker_before if broker_pid else None
         # Every payload became a data record (counted after the clock stopped).
         await count_until(consumer, len(batch), args.timeout)
@@ -289,6 +320,11 @@ async def run_bench(
         "payloads_per_s": round(args.count / elapsed),
         "parser_cpu_seconds": round(cpu, 2),
         "payloads_per_cpu_s": round(args.count / cpu) if cpu else None,
+        # the event loop's thread, then the busiest others (the parser threads)
+        "thread_cpu_seconds": [
+            threads.pop("main", 0.0),
+            *sorted((cpu for cpu in threads.values() if cpu), reverse=True),
+        ],
         "broker_cpu_seconds": None if broker_cpu is None else round(broker_cpu, 2),
         "load_avg_1m": os.getloadavg()[0],
         "cpus": os.cpu_count(),

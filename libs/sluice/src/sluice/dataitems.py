@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
+import msgspec
 import orjson
 
 from sluice.ids import new_id
@@ -191,6 +192,21 @@ def format_time(when: datetime) -> str:
     )
 
 
+_SECOND_TEXTS: dict[int, str] = {}  # seconds since the epoch -> "YYYY-MM-DDTHH:MM:SS"
+
+
+def format_epoch_ms(ms: int) -> str:
+    """:func:`format_time` of the time ``ms`` milliseconds after the epoch (a record's
+    ``received_at``): a cached text per second, the milliseconds appended."""
+    seconds, millis = divmod(ms, 1000)
+    prefix = _SECOND_TEXTS.get(seconds)
+    if prefix is None:
+        if len(_SECOND_TEXTS) >= 4096:
+            _SECOND_TEXTS.clear()
+        prefix = _SECOND_TEXTS[seconds] = format_time(_EPOCH + timedelta(seconds=seconds))[:19]
+    return f"{prefix}.{millis:03d}Z"
+
+
 def value_type(value: Value) -> ValueType:
     """How a value is stored: ``number``, ``string``, ``boolean`` or ``null``."""
     if value is None:
@@ -204,8 +220,19 @@ def value_type(value: Value) -> ValueType:
     raise TypeError(f"{_kind(value)} is not a data item value")
 
 
+# Variable names and units already found valid, by the text sent (they repeat in every
+# message of a device); checking one costs more than looking it up.
+_KNOWN_VARIABLES: dict[str, str] = {}
+_KNOWN_UNITS: set[str] = set()
+_KNOWN_MAX = 10_000
+
+
 def _variable(entry: Mapping[str, Any], index: int) -> str:
     raw = entry.get("variable")
+    if type(raw) is str:
+        known = _KNOWN_VARIABLES.get(raw)
+        if known is not None:
+            return known
     if raw is None:
         _fail(index, "variable", 'is required: name what is measured, e.g. "temperature"')
     if not isinstance(raw, str):
@@ -227,6 +254,10 @@ def _variable(entry: Mapping[str, Any], index: int) -> str:
             "leave out spaces and the characters * ? ! < > . - = $",
         )
     _text_bytes(variable, index, "variable")
+    if type(raw) is str:
+        if len(_KNOWN_VARIABLES) >= _KNOWN_MAX:
+            _KNOWN_VARIABLES.clear()
+        _KNOWN_VARIABLES[raw] = variable
     return variable
 
 
@@ -271,10 +302,26 @@ def _short_text(entry: Mapping[str, Any], index: int, field: str, limit: int) ->
     return text
 
 
+def _unit(entry: Mapping[str, Any], index: int) -> str | None:
+    unit = entry.get("unit")
+    if type(unit) is str and unit in _KNOWN_UNITS:
+        return unit
+    unit = _short_text(entry, index, "unit", MAX_UNIT_CHARS)
+    if type(unit) is str:
+        if len(_KNOWN_UNITS) >= _KNOWN_MAX:
+            _KNOWN_UNITS.clear()
+        _KNOWN_UNITS.add(unit)
+    return unit
+
+
 def _time(entry: Mapping[str, Any], index: int, now: datetime) -> datetime:
     raw = entry.get("time")
     if raw is None:
         return now
+    return _time_of(raw, index, now)
+
+
+def _time_of(raw: object, index: int, now: datetime) -> datetime:
     if isinstance(raw, str | int | float | datetime):
         try:
             return parse_time(raw, now)
@@ -357,7 +404,7 @@ def _validate_item(entry: Mapping[str, Any], index: int, now: datetime) -> DataI
     return DataItem(
         _variable(entry, index),
         _value(entry, index),
-        _short_text(entry, index, "unit", MAX_UNIT_CHARS),
+        _unit(entry, index),
         _time(entry, index, now),
         _group(entry, index) or "",
         _location(entry, index),
@@ -371,26 +418,12 @@ def validate_items(raw: Any, *, now: datetime, default_group: str | None = None)
     Items without a group get ``default_group``, or else one new id shared by all of them.
     Unknown fields and the server-set ``id``, ``device`` and ``created_at`` are dropped.
     """
-    if isinstance(raw, dict):
-        entries: list[Any] = [raw]
-    elif isinstance(raw, list):
-        if not raw:
-            raise DataValidationError("no data items: send an item or a non-empty list of items")
-        entries = raw
-    else:
-        raise DataValidationError(
-            f"data must be an item object or a list of them (got {_kind(raw)})"
-        )
+    entries = _entries(raw)
     now = _to_utc_ms(now)
     items: list[DataItem] = []
     shared_group = default_group
     for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise DataValidationError(
-                f'item {index}: must be an object like {{"variable": "temperature", "value": 21.5}}'
-                f" (got {_kind(entry)})",
-                index,
-            )
+        _check_object(entry, index)
         item = _validate_item(entry, index, now)
         if not item.group:
             if not shared_group:
@@ -398,6 +431,225 @@ def validate_items(raw: Any, *, now: datetime, default_group: str | None = None)
             item.group = shared_group
         items.append(item)
     return items
+
+
+def validate_json_items(
+    raw: Any, *, now: datetime, default_group: str | Callable[[], str] | None = None
+) -> list[dict[str, Any]]:
+    """What :func:`validate_items` accepts, each item straight in its :func:`item_to_json`
+    form (the same checks and errors, the same result); for services that put validated
+    items on the bus, which need no datetime for a time already in the bus form.
+
+    ``default_group`` may be a function giving the group, called only if an item has none.
+    """
+    entries = _entries(raw)
+    now_text: str | None = None
+    # Most items of a message share one time and one group: each is checked once.
+    last_time: object = None
+    last_text = ""
+    checked_groups: set[str] = set()
+    shared_group = default_group
+    items = []
+    for index, entry in enumerate(entries):
+        _check_object(entry, index)
+        variable = _variable(entry, index)
+        value = _value(entry, index)
+        unit = _unit(entry, index)
+        when = entry.get("time")
+        if when is None:
+            if now_text is None:
+                now_text = format_time(_to_utc_ms(now))
+            text = now_text
+        elif when == last_time and type(when) is type(last_time):
+            text = last_text
+        else:
+            text = _time_text(when, index, now)
+            last_time, last_text = when, text
+        group = entry.get("group")
+        if type(group) is not str or group not in checked_groups:
+            group = _group(entry, index)
+            if group:
+                checked_groups.add(group)
+            else:
+                if callable(shared_group):
+                    shared_group = shared_group()
+                if not shared_group:
+                    shared_group = new_id()
+                group = shared_group
+        items.append(
+            {
+                "variable": variable,
+                "value": value,
+                "unit": unit,
+                "time": text,
+                "group": group,
+                "location": _location(entry, index),
+                "metadata": _metadata(entry, index),
+            }
+        )
+    return items
+
+
+# The bus form of a time: a text of this form that is a valid time is its own bus form.
+_BUS_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", re.ASCII)
+
+
+def _time_text(raw: object, index: int, now: datetime) -> str:
+    if type(raw) is str and len(raw) == 24 and _BUS_TIME.fullmatch(raw):
+        try:
+            datetime.fromisoformat(raw)
+        except ValueError:
+            pass  # out of range (month 13): the full check says why
+        else:
+            return raw
+    return format_time(_time_of(raw, index, now))
+
+
+# An integer part of 16 digits or more may lie beyond 2**53 (JavaScript writes integral
+# doubles below 1e21 in full). JSON from an engine has no whitespace, so a number starts the
+# text or follows one of - : , [. A quick look for any run of 16 digits (bytes.translate and
+# find run at memory speed; a regex takes ten times as long) rules out most texts before
+# that pattern is searched for.
+_DIGITS_TO_ZERO = bytes(0 if 0x30 <= byte <= 0x39 else 1 for byte in range(256))
+_SIXTEEN_DIGITS = bytes(16)
+_LONG_INTEGER = re.compile(r"(?:^|[-:,\[])[0-9]{16}")
+
+
+def long_integer_in(text: str, encoded: bytes | None = None) -> bool:
+    """Whether compact JSON text (``encoded``: the same as UTF-8) may hold an integer of 16
+    digits or more: one a JSON decoder keeps exact where JavaScript held a double, or one
+    too large for 64 bits."""
+    if encoded is None:
+        encoded = text.encode("utf-8", "surrogatepass")
+    if encoded.translate(_DIGITS_TO_ZERO).find(_SIXTEEN_DIGITS) < 0:
+        return False
+    return _LONG_INTEGER.search(text) is not None
+
+
+_RAW_NULL = msgspec.Raw(b"null")
+# Lengths msgspec checks while it decodes (a character is at most 4 bytes of UTF-8).
+_PlainValue = Annotated[str, msgspec.Meta(max_length=MAX_VALUE_BYTES // 4)] | int | float | bool
+_PlainUnit = Annotated[str, msgspec.Meta(max_length=MAX_UNIT_CHARS)]
+_PlainGroup = Annotated[str, msgspec.Meta(max_length=MAX_GROUP_CHARS)]
+
+
+class _PlainItem(msgspec.Struct):
+    """The shape of an item bus_json takes (other fields are ignored, as the full check
+    drops them); anything else, location and serie included, goes the long way."""
+
+    variable: str
+    value: _PlainValue | None = None
+    unit: _PlainUnit | None = None
+    time: str | None = None
+    group: _PlainGroup | None = None
+    serie: None = None
+    location: None = None
+    metadata: msgspec.Raw = _RAW_NULL
+
+
+class _BusItem(msgspec.Struct):
+    """An item in its `sluice.data` form (item_to_json) with its id: the same fields, in order."""
+
+    variable: str
+    value: Value
+    unit: str | None
+    time: str
+    group: str
+    location: None
+    metadata: msgspec.Raw
+    id: str
+
+
+_plain_items = msgspec.json.Decoder(list[_PlainItem])
+_bus_items = msgspec.json.Encoder()
+# Metadata passed on as it was written: short enough that, written again by orjson (as the
+# full check measures it), it is within the limit, and too shallow for orjson's depth limit.
+_RAW_METADATA_MAX = MAX_METADATA_BYTES // 4
+_RAW_METADATA_BRACKETS = 100
+
+
+def bus_json(
+    text: str,
+    *,
+    now: str,
+    default_group: Callable[[], str],
+    ids: Callable[[int], list[str]],
+) -> tuple[bytes, int] | None:
+    """A `sluice.data` value (the items in their bus form, with ids) and its item count, for
+    a JSON list of items that are plainly valid (items without a time get ``now``, in the
+    bus form); None when :func:`validate_json_items` must
+    decide (an invalid item, or anything it checks the long way: a variable not seen valid
+    before, a time not in the bus form, location, serie, long texts, escaped characters).
+    Where it answers, the items are those ``validate_json_items`` gives for the decoded
+    text, written as JSON (numbers as written).
+    """
+    if "\\u" in text or long_integer_in(text):  # NUL, lone surrogates; long integers
+        return None
+    try:
+        entries = _plain_items.decode(text)
+    except msgspec.MsgspecError:
+        return None
+    if not entries:
+        return None
+    known = _KNOWN_VARIABLES
+    null = _RAW_NULL
+    checked_metadata = null
+    checked_time: str | None = None
+    group_text: str | None = None
+    items: list[_BusItem] = []
+    for entry, item_id in zip(entries, ids(len(entries)), strict=True):
+        variable = known.get(entry.variable)
+        if variable is None:
+            return None
+        when = entry.time
+        if when is None:
+            when = now
+        elif when != checked_time:
+            if len(when) != 24 or _BUS_TIME.fullmatch(when) is None:
+                return None
+            try:
+                datetime.fromisoformat(when)
+            except ValueError:
+                return None
+            checked_time = when
+        group = entry.group
+        if not group:
+            if group_text is None:
+                group_text = default_group()
+            group = group_text
+        metadata = entry.metadata
+        if metadata != checked_metadata and metadata != null:
+            written = bytes(metadata)
+            if (
+                written[:1] != b"{"
+                or len(written) > _RAW_METADATA_MAX
+                or written.count(b"{") + written.count(b"[") > _RAW_METADATA_BRACKETS
+            ):
+                return None
+            checked_metadata = metadata
+        items.append(
+            _BusItem(variable, entry.value, entry.unit, when, group, None, metadata, item_id)
+        )
+    return _bus_items.encode(items), len(items)
+
+
+def _entries(raw: Any) -> list[Any]:
+    if isinstance(raw, dict):
+        return [raw]
+    if isinstance(raw, list):
+        if not raw:
+            raise DataValidationError("no data items: send an item or a non-empty list of items")
+        return raw
+    raise DataValidationError(f"data must be an item object or a list of them (got {_kind(raw)})")
+
+
+def _check_object(entry: Any, index: int) -> None:
+    if not isinstance(entry, dict):
+        raise DataValidationError(
+            f'item {index}: must be an object like {{"variable": "temperature", "value": 21.5}}'
+            f" (got {_kind(entry)})",
+            index,
+        )
 
 
 def item_to_json(item: DataItem) -> dict[str, Any]:

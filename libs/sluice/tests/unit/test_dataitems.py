@@ -1,8 +1,9 @@
+import json
 import math
 import re
 import string
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -10,14 +11,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sluice.dataitems import (
+    _EPOCH,
     DataItem,
     DataValidationError,
+    bus_json,
+    format_epoch_ms,
     format_time,
     item_from_json,
     item_to_json,
     parse_relative,
     parse_time,
     validate_items,
+    validate_json_items,
     value_type,
 )
 
@@ -475,3 +480,146 @@ def test_valid_items_pass_and_round_trip(entries: list[dict[str, Any]]) -> None:
         assert item.time.microsecond % 1000 == 0
         wire = orjson.loads(orjson.dumps(item_to_json(item)))
         assert item_from_json(wire) == item
+
+
+# -- the bus form straight away: validate_json_items and bus_json ---------------------------
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+BUS_NOW = "2026-11-24T18:43:53.123Z"  # format_time of NOW to the millisecond
+
+
+def engine_json(value: Any) -> str:
+    """JSON text as JavaScript's JSON.stringify writes it: non-ASCII as it is, lone
+    surrogates escaped."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def ids(count: int) -> list[str]:
+    return [f"id-{n}" for n in range(count)]
+
+
+def full(raw: Any) -> list[dict[str, Any]] | str:
+    """What the full check gives for ``raw``: the bus items with ids, or the error."""
+    try:
+        items = validate_json_items(raw, now=NOW, default_group=lambda: "msg-group")
+    except DataValidationError as exc:
+        return exc.message
+    return [{**item, "id": item_id} for item, item_id in zip(items, ids(len(items)), strict=True)]
+
+
+def fast(text: str) -> list[dict[str, Any]] | None:
+    answer = bus_json(text, now=BUS_NOW, default_group=lambda: "msg-group", ids=ids)
+    if answer is None:
+        return None
+    data, count = answer
+    items = orjson.loads(data)
+    assert len(items) == count
+    return cast(list[dict[str, Any]], items)
+
+
+def as_json_text(raw: Any) -> str | None:
+    try:
+        return engine_json(raw)
+    except (TypeError, ValueError):
+        return None  # not JSON (NaN, bytes, integer keys...): no engine writes it
+
+
+@pytest.mark.parametrize(
+    "entry", [entry for entry, _, _ in ACCEPTED] + [entry for entry, _, _ in REJECTED]
+)
+def test_json_items_are_the_items_in_their_bus_form(entry: dict[str, Any]) -> None:
+    try:
+        expected: Any = [item_to_json(item) for item in validate_items(entry, now=NOW)]
+    except DataValidationError as exc:
+        expected = exc.message
+    try:
+        got: Any = validate_json_items(entry, now=NOW)
+    except DataValidationError as exc:
+        got = exc.message
+    if isinstance(expected, list) and "group" not in entry and "serie" not in entry:
+        for item in [*expected, *got]:
+            item["group"] = "generated"  # a new id each time
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "entry", [entry for entry, _, _ in ACCEPTED] + [entry for entry, _, _ in REJECTED]
+)
+def test_bus_json_answers_as_the_full_check_or_leaves_it_to_it(entry: dict[str, Any]) -> None:
+    text = as_json_text([entry])
+    if text is None:
+        return
+    expected = full(json.loads(text))  # warms the caches of variables and units seen valid
+    got = fast(text)
+    assert got is None or got == expected
+    if isinstance(expected, str):
+        assert got is None
+
+
+def test_bus_json_takes_a_decoders_output_once_its_names_are_known() -> None:
+    frame_metadata = {"mqtt_topic": "sensors/env"}
+    output = [
+        {"variable": "temperature", "value": -26.39, "unit": "°C", "metadata": frame_metadata},
+        {"variable": "co2", "value": 46936, "unit": "ppm", "metadata": frame_metadata},
+        {"variable": "alarm", "value": True, "time": "2026-11-24T18:00:00.000Z"},
+        {"variable": "state", "value": "on", "group": "g1"},
+    ]
+    text = engine_json(output)
+    expected = full(output)
+    assert fast(text) == expected  # every name was seen valid by full()
+    assert (expected[0]["time"], expected[0]["group"]) == (BUS_NOW, "msg-group")
+    assert expected[2]["time"] == "2026-11-24T18:00:00.000Z"
+    assert [item["id"] for item in expected] == ids(4)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"variable": "Unseen_Name"},  # not yet seen valid: checked the long way
+        {"variable": "v", "time": "2026-13-01T00:00:00.000Z"},
+        {"variable": "v", "time": "2026-W48-3T00:00:00.000Z"},
+        {"variable": "v", "time": "2026-11-24 18:43:53.123Z"},
+        {"variable": "v", "time": 1767322800},
+        {"variable": "v", "location": {"lat": 1, "lng": 2}},
+        {"variable": "v", "serie": "s"},
+        {"variable": "v", "value": "a\x00b"},
+        {"variable": "v", "value": "\ud800"},
+        {"variable": "v", "value": "x" * 1537},
+        {"variable": "v", "metadata": [1]},
+        {"variable": "v", "metadata": "m"},
+        {"variable": "v", "metadata": {"k": "x" * 2600}},
+        {"variable": "v", "metadata": {"k": [[[[[[[[[[[[1]]]]]]]]]]]] * 10}},
+        {"variable": "v", "metadata": {"k": "\x00"}},
+        {"variable": "v", "unit": "u" * 26},
+        {"variable": "v", "group": "g" * 101},
+        {"variable": "v", "value": [1]},
+        {"value": 1},
+    ],
+)
+def test_bus_json_leaves_the_unusual_to_the_full_check(entry: dict[str, Any]) -> None:
+    full([{"variable": "v"}])
+    assert fast(engine_json([entry])) is None
+
+
+@pytest.mark.parametrize("text", ["[]", "{}", '{"variable":"v"}', "[null]", "[1]", "x", "[{"])
+def test_bus_json_leaves_other_shapes_to_the_full_check(text: str) -> None:
+    full([{"variable": "v"}])
+    assert fast(text) is None
+
+
+@given(st.lists(items, min_size=1, max_size=5))
+def test_bus_json_agrees_with_the_full_check(entries: list[dict[str, Any]]) -> None:
+    text = as_json_text(entries)
+    if text is None:
+        return
+    expected = full(json.loads(text))
+    got = fast(text)
+    assert got is None or got == expected
+
+
+@given(st.integers(0, 253_402_300_799_999))
+def test_format_epoch_ms_is_format_time_of_the_received_time(ms: int) -> None:
+    received = datetime.fromtimestamp(ms / 1000, UTC) if ms else datetime(1970, 1, 1, tzinfo=UTC)
+    assert format_epoch_ms(ms) == format_time(received.replace(microsecond=ms % 1000 * 1000))
+    assert format_epoch_ms(ms) == format_time(_EPOCH + timedelta(milliseconds=ms))

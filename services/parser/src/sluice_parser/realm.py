@@ -7,7 +7,6 @@ left it pristine) or *throwaway* (plain built-ins for one run, exactly Node's se
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -18,6 +17,8 @@ from typing import Any, cast
 
 import orjson
 import quickjs
+
+from sluice.dataitems import long_integer_in
 
 # Library code is evaluated below this many blank lines, so a stack frame's line number
 # tells user code (at most 64 kB, so fewer lines than this) from library code.
@@ -73,6 +74,7 @@ class ScriptError:
 @dataclass(slots=True)
 class RealmResult:
     payload: Any
+    payload_json: str  # the payload as the engine wrote it ("null" when there is none)
     console: list[str]
     error: ScriptError | None
     pristine: bool  # the realm is exactly as before the run and may serve the next one
@@ -103,21 +105,12 @@ def _js_int(text: str) -> int | float:
 
 
 _decoder = json.JSONDecoder(parse_int=_js_int)
-# An integer part of 16 digits or more may lie beyond 2**53 (the engine writes integral
-# doubles below 1e21 in full), where orjson would keep an exact int. The engine writes no
-# whitespace, so a number starts the text or follows one of - : , [. A quick look for any run
-# of 16 digits (bytes.translate and find run at memory speed; a regex takes ten times as
-# long) rules out most texts before that pattern is searched for.
-_DIGITS_TO_ZERO = bytes(0 if 0x30 <= byte <= 0x39 else 1 for byte in range(256))
-_SIXTEEN_DIGITS = bytes(16)
-_LONG_INTEGER = re.compile(r"(?:^|[-:,\[])[0-9]{16}")
 
 
 def loads(text: str) -> Any:
     """Parse JSON produced by the engine with JavaScript's number semantics."""
     encoded = text.encode("utf-8", "surrogatepass")
-    digit_runs = encoded.translate(_DIGITS_TO_ZERO).find(_SIXTEEN_DIGITS) >= 0
-    if not digit_runs or _LONG_INTEGER.search(text) is None:
+    if not long_integer_in(text, encoded):
         try:
             return orjson.loads(encoded)
         except orjson.JSONDecodeError:
@@ -164,13 +157,16 @@ def _error_from(info: Any) -> ScriptError:
 
 
 def _result(envelope: str) -> RealmResult:
+    meta, _, payload_json = envelope.partition("\x1f")
+    pristine, error, logged, dropped, duration = loads(meta)
     try:
-        pristine, error, logged, dropped, duration, payload = loads(envelope)
+        payload = loads(payload_json)
     except RecursionError:
         nested = ScriptError("Error", "payload is nested too deeply to convert", None, None)
-        return RealmResult(payload=None, console=[], error=nested, pristine=False)
+        return RealmResult(None, "null", _console_lines(logged, dropped), nested, False)
     return RealmResult(
         payload=payload,
+        payload_json=payload_json,
         console=_console_lines(logged, dropped),
         error=None if error is None else _error_from(error),
         pristine=bool(pristine),

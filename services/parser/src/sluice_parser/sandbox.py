@@ -93,6 +93,7 @@ class ParserRun:
     # "timeout", "memory" (a limit), "internal" (the engine itself failed)
     outcome: str = "ok"
     bare: bool = False  # the error is a thrown null or undefined
+    payload_json: str = "null"  # `payload` as the engine wrote it (JSON.stringify)
 
 
 _encode_json = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
@@ -368,7 +369,9 @@ class ParserSandbox:
 
     def _outcome(self, result: RealmResult) -> ParserRun:
         if result.error is None:
-            return ParserRun(result.payload, result.console, None, 0.0)
+            return ParserRun(
+                result.payload, result.console, None, 0.0, payload_json=result.payload_json
+            )
         if result.error.out_of_memory:
             self._shared = None
             return ParserRun(None, result.console, self._memory_message(), 0.0, "memory")

@@ -121,15 +121,8 @@ class BatchWorker:
         out: list[Output],
     ) -> None:
         if outcome.error is None:
-            if outcome.items:
-                out.append(
-                    Output(
-                        self.topics.data,
-                        record.key,
-                        records.dumps(outcome.items),
-                        list(record.headers),
-                    )
-                )
+            if outcome.data is not None:
+                out.append(Output(self.topics.data, record.key, outcome.data, list(record.headers)))
             if outcome.parsed and (outcome.console or self.watching(device.id)):
                 out.append(self._event(envelope, outcome))
             return
@@ -207,7 +200,7 @@ class BatchWorker:
             "error": outcome.error,
             "console": outcome.console,
             "output": output,
-            "stored": len(outcome.items),
+            "stored": outcome.stored,
             "duration_ms": round(outcome.duration_ms, 3),
         }
         value = records.dumps(event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -13,7 +14,8 @@ import pytest
 from sluice import records
 from sluice.config import DeviceInfo
 from sluice.dataitems import item_to_json, validate_items
-from sluice_parser.pipeline import Pipeline, bus_items, item_ids
+from sluice.ids import derived_id
+from sluice_parser.pipeline import Pipeline, item_ids
 from sluice_parser.sandbox import MAX_CODE_BYTES, ParserSandbox
 
 DECODER = """
@@ -185,21 +187,43 @@ def test_device_json_follows_a_changed_device(pipeline: Pipeline) -> None:
     assert pipeline.process(mqtt(), b"x", moved).items[0]["value"] == "south"
 
 
-def test_bus_items_are_item_to_json_with_ids() -> None:
-    raw: list[Any] = [
-        {"variable": "a", "value": 1, "unit": "C", "time": "2024-01-01T00:00:00.5Z"},
-        {"variable": "b", "value": "x", "location": {"lat": 1, "lng": 2}, "metadata": {"k": 1}},
-        {"variable": "c", "value": True, "group": "g"},
+PARSER_OUTPUT: list[Any] = [
+    {"variable": "Ab", "value": 1, "unit": "C", "time": "2024-01-01T00:00:00.5Z"},
+    {"variable": "b", "value": "x", "location": {"lat": 1, "lng": 2}, "metadata": {"k": 1}},
+    {"variable": "c", "value": True, "group": "g"},
+    {"variable": "d", "value": 2.5, "time": "2024-01-01T00:00:00.500Z", "metadata": {"k": 1}},
+    {"variable": "e", "value": None, "unit": "°C", "serie": "s"},
+]
+
+
+@pytest.mark.parametrize(
+    "output",
+    [PARSER_OUTPUT, PARSER_OUTPUT[2:], PARSER_OUTPUT[3:4], [{"variable": "z", "value": 2**60}]],
+)
+def test_stored_items_are_item_to_json_with_ids(pipeline: Pipeline, output: list[Any]) -> None:
+    # The first run checks every item the long way; the second finds the names known and
+    # may take the output as the engine wrote it: both store exactly this.
+    envelope = mqtt(message_id="m-1")
+    received = datetime.fromtimestamp(envelope.received_at / 1000, UTC)
+    items = validate_items(output, now=received, default_group=derived_id("m-1", "group"))
+    expected = [
+        {**item_to_json(item), "id": item_id}
+        for item, item_id in zip(items, item_ids("m-1", len(items)), strict=True)
     ]
-    items = validate_items(raw, now=datetime(2024, 5, 1, tzinfo=UTC), default_group="dg")
+    code = f"payload = {json.dumps(output)};"
+    for _ in range(2):
+        out = pipeline.process(envelope, b"x", device(code))
+        assert (out.error, out.stored) == (None, len(expected))
+        assert out.items == expected
+
+
+def test_item_ids_are_distinct_and_follow_the_message() -> None:
     ids = item_ids("m-1", 3)
-    assert bus_items(items, "m-1") == [
-        {**item_to_json(item), "id": item_id} for item, item_id in zip(items, ids, strict=True)
-    ]
     assert all(len(i) == 24 and int(i, 16) >= 0 for i in ids)
     assert len(set(ids)) == 3
     assert item_ids("m-1", 3) == ids
     assert item_ids("m-2", 3)[0] not in ids
+    assert item_ids("m-1", 5)[:3] == ids
 
 
 def test_base64_is_not_decoded_by_the_service(pipeline: Pipeline) -> None:

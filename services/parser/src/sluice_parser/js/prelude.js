@@ -469,7 +469,8 @@ function createRuntime(bufferModule, options) {
   }
 
   function envelope(finished, duration) {
-    // [pristine, error, console lines, lines dropped, duration ms or null, payload]
+    // [pristine, error, console lines, lines dropped, duration ms or null], then the payload's
+    // JSON after a U+001F (which JSON text never holds raw), for the host to take as it is.
     const errorJson = finished.error === null ? "null" : jsonStringify(finished.error);
     const linesJson = finished.logged.length === 0 ? "[]" : jsonStringify(finished.logged);
     const durationJson = duration === null ? "null" : jsonStringify(duration);
@@ -484,9 +485,8 @@ function createRuntime(bufferModule, options) {
       finished.dropped,
       ",",
       durationJson,
-      ",",
+      "]\u001f",
       finished.out,
-      "]",
     ];
     // join() yields a flat string; a concatenation could be a rope the host cannot read.
     return apply(arrayJoin, parts, [""]);
