@@ -51,8 +51,15 @@ class BatchProducer:
 
     async def send(self, outputs: Sequence[Output]) -> None:
         """Produce every output; returns once Kafka acknowledged all the required ones."""
+        required = await self.submit(outputs)
+        if required:
+            await asyncio.gather(*required)
+
+    async def submit(self, outputs: Sequence[Output]) -> list[asyncio.Future[Any]]:
+        """Hand every output to the producer, in order; returns the futures of the required
+        ones, which the caller awaits before it commits what the outputs came from."""
         if not outputs:
-            return
+            return []
         for name in {out.topic for out in outputs}:
             await self._refresh(name)
         groups: dict[tuple[str, int, bool], list[Output]] = {}
@@ -68,8 +75,7 @@ class BatchProducer:
                 for future in futures:
                     future.add_done_callback(self._best_effort_done)
             metrics.records_produced.labels(self.service, topic).inc(len(members))
-        if required:
-            await asyncio.gather(*required)
+        return required
 
     async def _refresh(self, topic: str) -> None:
         known = self._topics.get(topic)

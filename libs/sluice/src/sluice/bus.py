@@ -8,9 +8,12 @@ delays work but never skips it; handlers dead-letter records that can never succ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -165,8 +168,24 @@ class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("%s assigned %d partitions", self._loop.name, len(assigned))
 
 
+@dataclass(slots=True)
+class _Flight:
+    """A batch being handled: what it holds per partition, and the handler's task."""
+
+    batch: dict[TopicPartition, list[Record]]
+    task: asyncio.Future[None]
+    started: float
+
+
 class ConsumerLoop:
-    """Consume a group's topics: process a batch, then commit per partition."""
+    """Consume a group's topics: process a batch, then commit per partition.
+
+    With ``in_flight`` above 1 the next batches are fetched and handed to the handler while
+    earlier ones are still being handled (a handler must then keep each key's records in
+    order across batches itself); batches are committed in order, each once its handler
+    returned. When one fails, the batches after it are awaited too, and every partition is
+    rewound to its first record not committed.
+    """
 
     def __init__(
         self,
@@ -177,6 +196,7 @@ class ConsumerLoop:
         name: str,
         max_records: int = 1000,
         poll_ms: int = 200,
+        in_flight: int = 1,
     ) -> None:
         self.consumer = consumer
         self.topics = topics
@@ -184,6 +204,7 @@ class ConsumerLoop:
         self.name = name
         self.max_records = max_records
         self.poll_ms = poll_ms
+        self.in_flight = max(1, in_flight)
         self.idle = asyncio.Event()
         self.idle.set()
         self.assigned: set[TopicPartition] = set()
@@ -191,52 +212,91 @@ class ConsumerLoop:
         self.lag: dict[TopicPartition, int] = {}
         self.processed = 0
         self.last_batch_at = 0.0
+        self._flights: deque[_Flight] = deque()
 
     async def start(self, stop: asyncio.Event | None = None) -> None:
         self.consumer.subscribe(self.topics, listener=_DrainOnRevoke(self))
         await start_with_retry(self.consumer, self.name, stop)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Loop until ``stop`` is set; the current batch is finished and committed first."""
+        """Loop until ``stop`` is set; the batches in flight are finished and committed first."""
         delay = 0.1
-        while not stop.is_set():
-            batch = await self.consumer.getmany(
-                timeout_ms=self.poll_ms, max_records=self.max_records
-            )
-            if not batch:
-                continue
-            flat = [rec for recs in batch.values() for rec in recs]
-            self.idle.clear()
-            started = time.monotonic()
-            try:
-                await self.handler(flat)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                metrics.batch_failures.labels(self.name).inc()
-                log.exception(
-                    "%s: batch of %d failed; retrying in %.1fs", self.name, len(flat), delay
+        flights = self._flights
+        try:
+            while not stop.is_set():
+                # Never wait for new records while a batch is in flight: finish it instead.
+                batch = await self.consumer.getmany(
+                    timeout_ms=0 if flights else self.poll_ms, max_records=self.max_records
                 )
-                for tp, recs in batch.items():
-                    self.consumer.seek(tp, recs[0].offset)
-                self.idle.set()
-                await _sleep_or_stop(stop, delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            delay = 0.1
-            await self._commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
-            self.processed += len(flat)
-            self.last_batch_at = time.monotonic()
-            metrics.batch_seconds.labels(self.name).observe(self.last_batch_at - started)
-            for tp, recs in batch.items():
-                metrics.records_consumed.labels(self.name, tp.topic).inc(len(recs))
-                highwater = self.consumer.highwater(tp)
-                if highwater is not None:
-                    self.lag[tp] = highwater - recs[-1].offset - 1
-            for topic in {tp.topic for tp in batch}:
-                total = sum(lag for tp, lag in self.lag.items() if tp.topic == topic)
-                metrics.consumer_lag.labels(self.name, topic).set(total)
+                if batch:
+                    flat = [rec for recs in batch.values() for rec in recs]
+                    self.idle.clear()
+                    task = asyncio.ensure_future(self.handler(flat))
+                    flights.append(_Flight(batch, task, time.monotonic()))
+                while flights and (
+                    not batch or flights[0].task.done() or len(flights) >= self.in_flight
+                ):
+                    if await self._settle_oldest():
+                        delay = 0.1
+                        continue
+                    await _sleep_or_stop(stop, delay)
+                    delay = min(delay * 2, 30.0)
+                    break
+            while flights:  # stopping: finish what was started
+                if not await self._settle_oldest():
+                    break
+        finally:
+            for flight in flights:
+                flight.task.cancel()
+            flights.clear()
             self.idle.set()
+
+    async def _settle_oldest(self) -> bool:
+        """Wait for the oldest batch and commit it; False when it failed (then every batch
+        in flight is over and the partitions are rewound)."""
+        flights = self._flights
+        flight = flights[0]
+        try:
+            await flight.task
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            records_in_flight = sum(len(recs) for f in flights for recs in f.batch.values())
+            metrics.batch_failures.labels(self.name).inc()
+            log.exception(
+                "%s: batch of %d failed; retrying %d records",
+                self.name,
+                sum(len(recs) for recs in flight.batch.values()),
+                records_in_flight,
+            )
+            first: dict[TopicPartition, int] = {}
+            for later in flights:
+                with contextlib.suppress(Exception):
+                    await later.task
+                for tp, recs in later.batch.items():
+                    first.setdefault(tp, recs[0].offset)
+            flights.clear()
+            for tp, offset in first.items():
+                self.consumer.seek(tp, offset)
+            self.idle.set()
+            return False
+        flights.popleft()
+        batch = flight.batch
+        await self._commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+        self.processed += sum(len(recs) for recs in batch.values())
+        self.last_batch_at = time.monotonic()
+        metrics.batch_seconds.labels(self.name).observe(self.last_batch_at - flight.started)
+        for tp, recs in batch.items():
+            metrics.records_consumed.labels(self.name, tp.topic).inc(len(recs))
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                self.lag[tp] = highwater - recs[-1].offset - 1
+        for topic in {tp.topic for tp in batch}:
+            total = sum(lag for tp, lag in self.lag.items() if tp.topic == topic)
+            metrics.consumer_lag.labels(self.name, topic).set(total)
+        if not flights:
+            self.idle.set()
+        return True
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:

@@ -3,15 +3,19 @@
 Each consumed batch is split by device over ``parser_workers`` threads, each with its own
 sandbox (QuickJS runs without the GIL, and a runtime must stay on the thread that made it);
 the event loop meanwhile keeps the consumer's heartbeats and the control tail going, even
-while a parser spins up to its time limit. The outputs are produced in per-partition
-batches and awaited before the offsets are committed.
+while a parser spins up to its time limit. Each thread works through its whole share in
+chunks and hands every chunk's outputs to the event loop, which gives them to the producer
+(in per-partition batches) while the threads go on; all of them are acknowledged before the
+offsets are committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from sluice import bus, config, records
@@ -29,12 +33,28 @@ from sluice_parser.worker import BatchWorker, Work
 
 log = logging.getLogger("sluice.parser")
 
-# Records per slice of a consumed batch (see handle in serve).
-PIPELINE_SLICE = 250
+# Records a parser thread works through before it hands their outputs over; records per
+# consumed batch, and batches handled at once (the next is fetched and dispatched while the
+# last chunks of one are parsed, produced and acknowledged, so the threads never wait).
+CHUNK_RECORDS = 128
+BATCH_RECORDS = 2000
+BATCHES_IN_FLIGHT = 2
+
+
+@dataclass(eq=False)
+class _Run:
+    """A consumed batch on its way through the threads."""
+
+    handed: asyncio.Future[None]  # every thread handed over its share, and all was submitted
+    jobs: list[asyncio.Future[None]] = field(default_factory=list)
+    running: int = 0  # threads still working on their share
+    required: list[asyncio.Future[Any]] = field(default_factory=list)  # acknowledgements
+    error: Exception | None = None  # a submit failed
 
 
 class ParserThreads:
-    """Worker threads, each owning one BatchWorker (and so one sandbox)."""
+    """Worker threads, each owning one BatchWorker (and so one sandbox), and the task that
+    gives their outputs to the producer in the order they come."""
 
     def __init__(
         self,
@@ -42,16 +62,20 @@ class ParserThreads:
         topics: records.TopicNames,
         guard: ParserGuard,
         watches: Watches,
+        output: BatchProducer,
     ) -> None:
         self.settings = settings
         self.topics = topics
         self.guard = guard
         self.watches = watches
+        self.output = output
         self.executors = [
             ThreadPoolExecutor(1, thread_name_prefix=f"parser-{n}")
             for n in range(settings.parser_workers)
         ]
         self.workers: list[BatchWorker] = []
+        self._arrived: asyncio.Queue[tuple[_Run, list[Output] | None]] = asyncio.Queue()
+        self._submitter: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -60,6 +84,7 @@ class ParserThreads:
                 *(loop.run_in_executor(executor, self._new_worker) for executor in self.executors)
             )
         )
+        self._submitter = asyncio.create_task(self._submit_in_order())
 
     def _new_worker(self) -> BatchWorker:
         sandbox = ParserSandbox(
@@ -68,25 +93,53 @@ class ParserThreads:
         )
         return BatchWorker(Pipeline(sandbox), self.topics, self.guard, self.watches)
 
-    async def process(self, work: list[Work]) -> list[Output]:
+    def dispatch(self, work: list[Work]) -> _Run:
+        """Hand records to the threads: a device's always to the same thread, which works
+        through its shares in the order they were dispatched."""
         loop = asyncio.get_running_loop()
-        if len(self.workers) == 1:
-            return await loop.run_in_executor(self.executors[0], self.workers[0].process, work)
+        run = _Run(loop.create_future())
+
+        def hand_over(outputs: list[Output] | None) -> None:
+            loop.call_soon_threadsafe(self._arrived.put_nowait, (run, outputs))
+
         shares: list[list[Work]] = [[] for _ in self.workers]
         for item in work:
             shares[hash(item.device.id) % len(shares)].append(item)
-        done = await asyncio.gather(
-            *(
-                loop.run_in_executor(executor, worker.process, share)
-                for executor, worker, share in zip(
-                    self.executors, self.workers, shares, strict=True
-                )
-                if share
-            )
-        )
-        return [out for outputs in done for out in outputs]
+        run.jobs = [
+            loop.run_in_executor(executor, _work_through, worker, share, hand_over)
+            for executor, worker, share in zip(self.executors, self.workers, shares, strict=True)
+            if share
+        ]
+        run.running = len(run.jobs)
+        if not run.running:
+            run.handed.set_result(None)
+        return run
+
+    async def finish(self, run: _Run) -> None:
+        """Returns once every output of the run is produced and acknowledged; raises what
+        failed (a thread, a submit, an acknowledgement)."""
+        await asyncio.shield(run.handed)
+        await asyncio.gather(*run.jobs)
+        if run.error is not None:
+            raise run.error
+        await asyncio.gather(*run.required)
+
+    async def _submit_in_order(self) -> None:
+        while True:
+            run, outputs = await self._arrived.get()
+            if outputs is None:
+                run.running -= 1
+                if not run.running:
+                    run.handed.set_result(None)
+            elif run.error is None:
+                try:
+                    run.required.extend(await self.output.submit(outputs))
+                except Exception as exc:  # the run fails; its threads still finish
+                    run.error = exc
 
     def stop(self) -> None:
+        if self._submitter is not None:
+            self._submitter.cancel()
         for worker, executor in zip(self.workers, self.executors, strict=True):
             executor.submit(worker.pipeline.sandbox.close)
         for executor in self.executors:
@@ -102,7 +155,7 @@ async def serve(settings: ParserSettings, stop: asyncio.Event) -> None:
     output = BatchProducer(producer, "parser")
     guard = ParserGuard(settings.parser_suspend_seconds, settings.parser_suspend_max)
     watches = Watches()
-    threads = ParserThreads(settings, topics, guard, watches)
+    threads = ParserThreads(settings, topics, guard, watches, output)
     await threads.start()
 
     def on_control(event: dict[str, Any]) -> None:
@@ -114,7 +167,15 @@ async def serve(settings: ParserSettings, stop: asyncio.Event) -> None:
 
     store.listeners.append(on_control)
 
+    # Batches are dispatched in the order they were consumed (a device lookup may wait).
+    dispatching = asyncio.Lock()
+
     async def handle(batch: list[Record]) -> None:
+        async with dispatching:
+            run = threads.dispatch(await prepare(batch))
+        await threads.finish(run)
+
+    async def prepare(batch: list[Record]) -> list[Work]:
         devices: dict[str, DeviceInfo | None] = {}
         work: list[Work] = []
         for record in batch:
@@ -134,28 +195,17 @@ async def serve(settings: ParserSettings, stop: asyncio.Event) -> None:
                 )
                 continue
             work.append(Work(record, device))
-        # In slices, so the outputs of one are produced while the threads run parsers on the
-        # next; everything is sent and acknowledged before the batch is committed.
-        sending: asyncio.Future[None] | None = None
-        try:
-            for start in range(0, len(work), PIPELINE_SLICE):
-                processing = asyncio.ensure_future(
-                    threads.process(work[start : start + PIPELINE_SLICE])
-                )
-                try:
-                    if sending is not None:
-                        await sending
-                finally:
-                    outputs = await processing  # the threads finish whatever happens
-                sending = asyncio.ensure_future(output.send(outputs))
-            if sending is not None:
-                await sending
-        finally:
-            if sending is not None and not sending.done():
-                sending.cancel()
+        return work
 
     consumer = bus.make_group_consumer(settings, [topics.ingest], settings.parser_group)
-    loop = bus.ConsumerLoop(consumer, [topics.ingest], handle, name="parser")
+    loop = bus.ConsumerLoop(
+        consumer,
+        [topics.ingest],
+        handle,
+        name="parser",
+        max_records=BATCH_RECORDS,
+        in_flight=BATCHES_IN_FLIGHT,
+    )
     control = bus.Tail(settings, [topics.control])
     health = await start_health(
         settings, {"database": database_check(engine), "kafka": consumer_check(loop)}
@@ -172,3 +222,15 @@ async def serve(settings: ParserSettings, stop: asyncio.Event) -> None:
         if health:
             await health.stop()
         await engine.dispose()
+
+
+def _work_through(
+    worker: BatchWorker, share: list[Work], hand_over: Callable[[list[Output] | None], None]
+) -> None:
+    # On a parser thread: the share in chunks, each chunk's outputs handed over at once;
+    # None (always) says the share is done.
+    try:
+        for start in range(0, len(share), CHUNK_RECORDS):
+            hand_over(worker.process(share[start : start + CHUNK_RECORDS]))
+    finally:
+        hand_over(None)
