@@ -15,6 +15,7 @@ from sluice.config import DeviceInfo
 from sluice.dataitems import DataValidationError, bus_json, format_epoch_ms, validate_json_items
 from sluice.ids import derived_id
 from sluice.normalise import normalise_http_body, normalise_mqtt_payload
+from sluice_parser.realm import loads
 from sluice_parser.sandbox import (
     ParserCodeTooLarge,
     ParserRun,
@@ -43,8 +44,12 @@ class Outcome:
     # "unreadable" (the input)
     outcome: str = "ok"
     input: Any = None  # the normalised items: what the parser gets as `payload`
-    parser_output: Any = None  # what the parser left in `payload` (before validation)
+    parser_output_json: str = "null"  # what the parser left in `payload` (before validation)
     duration_ms: float = 0.0  # of the parser run
+
+    @property
+    def parser_output(self) -> Any:
+        return loads(self.parser_output_json)
 
     @property
     def items(self) -> list[dict[str, Any]]:
@@ -145,11 +150,11 @@ class Pipeline:
         outcome = pending.outcome
         outcome.console = run.console
         outcome.duration_ms = run.duration_ms
-        outcome.parser_output = run.payload
+        outcome.parser_output_json = run.payload_json
         if run.error is not None:
             _parser_failed(outcome, run.error, run.outcome)
             return outcome
-        if run.payload is None or run.payload == []:
+        if run.payload_json in ("null", "[]"):
             return outcome  # the parser chose to store nothing
         envelope = pending.envelope
         # Plainly valid output (most of it) goes to the bus as the engine wrote it.

@@ -73,7 +73,6 @@ class ScriptError:
 
 @dataclass(slots=True)
 class RealmResult:
-    payload: Any
     payload_json: str  # the payload as the engine wrote it ("null" when there is none)
     console: list[str]
     error: ScriptError | None
@@ -159,19 +158,23 @@ def _error_from(info: Any) -> ScriptError:
 def _result(envelope: str) -> RealmResult:
     meta, _, payload_json = envelope.partition("\x1f")
     pristine, error, logged, dropped, duration = loads(meta)
-    try:
-        payload = loads(payload_json)
-    except RecursionError:
-        nested = ScriptError("Error", "payload is nested too deeply to convert", None, None)
-        return RealmResult(None, "null", _console_lines(logged, dropped), nested, False)
+    if payload_json.count("[") + payload_json.count("{") > _SURELY_DECODABLE_BRACKETS:
+        try:  # the payload is read when it is needed; this one may be nested too deeply
+            loads(payload_json)
+        except RecursionError:
+            nested = ScriptError("Error", "payload is nested too deeply to convert", None, None)
+            return RealmResult("null", _console_lines(logged, dropped), nested, False)
     return RealmResult(
-        payload=payload,
         payload_json=payload_json,
         console=_console_lines(logged, dropped),
         error=None if error is None else _error_from(error),
         pristine=bool(pristine),
         duration_ms=duration,
     )
+
+
+# JSON text with at most this many brackets cannot nest deeper than the decoders reach.
+_SURELY_DECODABLE_BRACKETS = 200
 
 
 def _console_lines(logged: list[str], dropped: int) -> list[str]:

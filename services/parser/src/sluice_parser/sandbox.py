@@ -26,7 +26,14 @@ from importlib import resources
 from types import TracebackType
 from typing import Any
 
-from sluice_parser.realm import BatchRun, ParserRealm, RealmBroken, RealmResult, ScriptError
+from sluice_parser.realm import (
+    BatchRun,
+    ParserRealm,
+    RealmBroken,
+    RealmResult,
+    ScriptError,
+    loads,
+)
 
 MAX_CODE_BYTES = 64 * 1024
 BUILTIN_PARSERS: tuple[str, ...] = ("json-flatten", "senml", "cayenne-lpp")
@@ -85,7 +92,9 @@ class ParserCodeTooLarge(ValueError):
 
 @dataclass
 class ParserRun:
-    payload: Any  # what the script left in `payload`, as JSON-compatible Python values
+    # what the script left in `payload`, as the engine wrote it (JSON.stringify); "null"
+    # when it left nothing, or the run failed
+    payload_json: str
     console: list[str]  # "log: ...", "error: ..." lines in order
     error: str | None  # None on success, else a message for the Live Inspector
     duration_ms: float
@@ -93,7 +102,11 @@ class ParserRun:
     # "timeout", "memory" (a limit), "internal" (the engine itself failed)
     outcome: str = "ok"
     bare: bool = False  # the error is a thrown null or undefined
-    payload_json: str = "null"  # `payload` as the engine wrote it (JSON.stringify)
+
+    @property
+    def payload(self) -> Any:
+        """What the script left in `payload`, as JSON-compatible Python values."""
+        return loads(self.payload_json)
 
 
 _encode_json = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
@@ -355,27 +368,25 @@ class ParserSandbox:
             if isinstance(compiled, ScriptError):
                 if realm.retired:
                     self._shared = None
-                return ParserRun(None, [], compiled.describe(), 0.0, "error")
+                return ParserRun("null", [], compiled.describe(), 0.0, "error")
             started = time.perf_counter()
             result = realm.run(compiled, payload_json, device_json, raw)
             self._note_cost(script.source, time.perf_counter() - started)
         except RealmBroken as broken:  # _run_locked then lets the parser run only alone
             if not own_realm:
                 self._shared = None
-            return ParserRun(None, broken.console, self._limit_message(broken), 0.0, broken.kind)
+            return ParserRun("null", broken.console, self._limit_message(broken), 0.0, broken.kind)
         if not own_realm and not result.pristine:
             self._shared = None
         return self._outcome(result)
 
     def _outcome(self, result: RealmResult) -> ParserRun:
         if result.error is None:
-            return ParserRun(
-                result.payload, result.console, None, 0.0, payload_json=result.payload_json
-            )
+            return ParserRun(result.payload_json, result.console, None, 0.0)
         if result.error.out_of_memory:
             self._shared = None
-            return ParserRun(None, result.console, self._memory_message(), 0.0, "memory")
-        run = ParserRun(None, result.console, result.error.describe(), 0.0, "error")
+            return ParserRun("null", result.console, self._memory_message(), 0.0, "memory")
+        run = ParserRun("null", result.console, result.error.describe(), 0.0, "error")
         run.bare = result.error.bare
         return run
 
