@@ -28,6 +28,11 @@ class ParserGuard:
         self.cap = cap
         self._devices: dict[str, Suspension] = {}
 
+    @property
+    def suspending(self) -> bool:
+        """Whether any device is (or was, without a successful run since) suspended."""
+        return bool(self._devices)
+
     def suspended(self, device: str, now: float) -> Suspension | None:
         """The device's suspension while it lasts."""
         if not self._devices:

@@ -157,7 +157,10 @@ def _error_from(info: Any) -> ScriptError:
 
 def _result(envelope: str) -> RealmResult:
     meta, _, payload_json = envelope.partition("\x1f")
-    pristine, error, logged, dropped, duration = loads(meta)
+    try:  # flags, counts, a duration and texts: no number JavaScript could not hold
+        pristine, error, logged, dropped, duration = orjson.loads(meta)
+    except orjson.JSONDecodeError:  # console lines with lone surrogates
+        pristine, error, logged, dropped, duration = loads(meta)
     if payload_json.count("[") + payload_json.count("{") > _SURELY_DECODABLE_BRACKETS:
         try:  # the payload is read when it is needed; this one may be nested too deeply
             loads(payload_json)

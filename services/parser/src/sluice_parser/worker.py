@@ -62,8 +62,18 @@ class BatchWorker:
                 "suspended",
             )
         }
+        self._counted = dict.fromkeys(self._runs, 0)  # runs not yet added to _runs
 
     def process(self, work: list[Work]) -> list[Output]:
+        try:
+            return self._process(work)
+        finally:
+            for outcome, count in self._counted.items():
+                if count:
+                    self._runs[outcome].inc(count)
+                    self._counted[outcome] = 0
+
+    def _process(self, work: list[Work]) -> list[Output]:
         envelopes = [records.Envelope.from_headers(item.record.headers) for item in work]
         outcomes: list[Outcome | None] = [None] * len(work)
         waiting: deque[tuple[int, Pending]] = deque()
@@ -143,7 +153,7 @@ class BatchWorker:
             )
 
     def _suspended(self, suspension: Suspension, now: float) -> Outcome:
-        self._runs["suspended"].inc()
+        self._counted["suspended"] += 1
         return Outcome(
             error=f"payload parser suspended for another {suspension.until - now:.0f} s "
             f"after it exceeded its limits ({suspension.reason}); save a fixed parser "
@@ -156,8 +166,10 @@ class BatchWorker:
         self, device: DeviceInfo, envelope: records.Envelope, outcome: Outcome
     ) -> Outcome:
         # Metrics and the guard's account of a parser run.
-        self._runs[outcome.outcome].inc()
+        self._counted[outcome.outcome] += 1
         parser_seconds.observe(outcome.duration_ms / 1000)
+        if outcome.outcome == "ok" and not self.guard.suspending:
+            return outcome
         reason = (outcome.error or "").removeprefix("payload parser: ")
         seconds = self.guard.observe(device.id, outcome.outcome, reason, time.monotonic())
         if seconds is not None:
