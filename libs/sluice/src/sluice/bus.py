@@ -236,14 +236,14 @@ class ConsumerLoop:
                 while flights and (
                     not batch or flights[0].task.done() or len(flights) >= self.in_flight
                 ):
-                    if await self._settle_oldest():
+                    if await self._settle_oldest(delay):
                         delay = 0.1
                         continue
                     await _sleep_or_stop(stop, delay)
                     delay = min(delay * 2, 30.0)
                     break
             while flights:  # stopping: finish what was started
-                if not await self._settle_oldest():
+                if not await self._settle_oldest(delay):
                     break
         finally:
             for flight in flights:
@@ -251,7 +251,7 @@ class ConsumerLoop:
             flights.clear()
             self.idle.set()
 
-    async def _settle_oldest(self) -> bool:
+    async def _settle_oldest(self, delay: float) -> bool:
         """Wait for the oldest batch and commit it; False when it failed (then every batch
         in flight is over and the partitions are rewound)."""
         flights = self._flights
@@ -264,9 +264,10 @@ class ConsumerLoop:
             records_in_flight = sum(len(recs) for f in flights for recs in f.batch.values())
             metrics.batch_failures.labels(self.name).inc()
             log.exception(
-                "%s: batch of %d failed; retrying %d records",
+                "%s: batch of %d failed; retrying in %.1fs (%d records in flight)",
                 self.name,
                 sum(len(recs) for recs in flight.batch.values()),
+                delay,
                 records_in_flight,
             )
             first: dict[TopicPartition, int] = {}

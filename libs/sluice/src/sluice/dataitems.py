@@ -587,7 +587,7 @@ def bus_json(
         return None
     try:
         entries = _plain_items.decode(text)
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, UnicodeEncodeError):  # the latter: a raw lone surrogate
         return None
     if not entries:
         return None

@@ -602,7 +602,10 @@ def test_bus_json_leaves_the_unusual_to_the_full_check(entry: dict[str, Any]) ->
     assert fast(engine_json([entry])) is None
 
 
-@pytest.mark.parametrize("text", ["[]", "{}", '{"variable":"v"}', "[null]", "[1]", "x", "[{"])
+@pytest.mark.parametrize(
+    "text",
+    ["[]", "{}", '{"variable":"v"}', "[null]", "[1]", "x", "[{", '[{"variable":"v\ud800"}]'],
+)
 def test_bus_json_leaves_other_shapes_to_the_full_check(text: str) -> None:
     full([{"variable": "v"}])
     assert fast(text) is None
