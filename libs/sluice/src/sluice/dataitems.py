@@ -220,10 +220,9 @@ def value_type(value: Value) -> ValueType:
     raise TypeError(f"{_kind(value)} is not a data item value")
 
 
-# Variable names and units already found valid, by the text sent (they repeat in every
-# message of a device); checking one costs more than looking it up.
+# Variable names already found valid, by the text sent, and their stored form (they repeat
+# in every message of a device; bus_json takes only names found here).
 _KNOWN_VARIABLES: dict[str, str] = {}
-_KNOWN_UNITS: set[str] = set()
 _KNOWN_MAX = 10_000
 
 
@@ -300,18 +299,6 @@ def _short_text(entry: Mapping[str, Any], index: int, field: str, limit: int) ->
         _fail(index, field, f"must be at most {limit} characters (got {len(text)})")
     _text_bytes(text, index, field)
     return text
-
-
-def _unit(entry: Mapping[str, Any], index: int) -> str | None:
-    unit = entry.get("unit")
-    if type(unit) is str and unit in _KNOWN_UNITS:
-        return unit
-    unit = _short_text(entry, index, "unit", MAX_UNIT_CHARS)
-    if type(unit) is str:
-        if len(_KNOWN_UNITS) >= _KNOWN_MAX:
-            _KNOWN_UNITS.clear()
-        _KNOWN_UNITS.add(unit)
-    return unit
 
 
 def _time(entry: Mapping[str, Any], index: int, now: datetime) -> datetime:
@@ -404,7 +391,7 @@ def _validate_item(entry: Mapping[str, Any], index: int, now: datetime) -> DataI
     return DataItem(
         _variable(entry, index),
         _value(entry, index),
-        _unit(entry, index),
+        _short_text(entry, index, "unit", MAX_UNIT_CHARS),
         _time(entry, index, now),
         _group(entry, index) or "",
         _location(entry, index),
@@ -443,39 +430,22 @@ def validate_json_items(
     ``default_group`` may be a function giving the group, called only if an item has none.
     """
     entries = _entries(raw)
-    now_text: str | None = None
-    # Most items of a message share one time and one group: each is checked once.
-    last_time: object = None
-    last_text = ""
-    checked_groups: set[str] = set()
     shared_group = default_group
     items = []
     for index, entry in enumerate(entries):
         _check_object(entry, index)
         variable = _variable(entry, index)
         value = _value(entry, index)
-        unit = _unit(entry, index)
+        unit = _short_text(entry, index, "unit", MAX_UNIT_CHARS)
         when = entry.get("time")
-        if when is None:
-            if now_text is None:
-                now_text = format_time(_to_utc_ms(now))
-            text = now_text
-        elif when == last_time and type(when) is type(last_time):
-            text = last_text
-        else:
-            text = _time_text(when, index, now)
-            last_time, last_text = when, text
-        group = entry.get("group")
-        if type(group) is not str or group not in checked_groups:
-            group = _group(entry, index)
-            if group:
-                checked_groups.add(group)
-            else:
-                if callable(shared_group):
-                    shared_group = shared_group()
-                if not shared_group:
-                    shared_group = new_id()
-                group = shared_group
+        text = format_time(_to_utc_ms(now)) if when is None else _time_text(when, index, now)
+        group = _group(entry, index)
+        if not group:
+            if callable(shared_group):
+                shared_group = shared_group()
+            if not shared_group:
+                shared_group = new_id()
+            group = shared_group
         items.append(
             {
                 "variable": variable,
@@ -494,14 +464,21 @@ def validate_json_items(
 _BUS_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", re.ASCII)
 
 
+def _in_bus_form(text: str) -> bool:
+    """Whether a time text is a valid time already in the bus form (out of range, such as
+    month 13, it is not: the full check says why)."""
+    if len(text) != 24 or _BUS_TIME.fullmatch(text) is None:
+        return False
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _time_text(raw: object, index: int, now: datetime) -> str:
-    if type(raw) is str and len(raw) == 24 and _BUS_TIME.fullmatch(raw):
-        try:
-            datetime.fromisoformat(raw)
-        except ValueError:
-            pass  # out of range (month 13): the full check says why
-        else:
-            return raw
+    if type(raw) is str and _in_bus_form(raw):
+        return raw
     return format_time(_time_of(raw, index, now))
 
 
@@ -577,9 +554,9 @@ def bus_json(
 ) -> tuple[bytes, int] | None:
     """A `sluice.data` value (the items in their bus form, with ids) and its item count, for
     a JSON list of items that are plainly valid (items without a time get ``now``, in the
-    bus form); None when :func:`validate_json_items` must
-    decide (an invalid item, or anything it checks the long way: a variable not seen valid
-    before, a time not in the bus form, location, serie, long texts, escaped characters).
+    bus form); None when :func:`validate_json_items` must decide (an invalid item, or
+    anything it checks the long way: a variable not seen valid before, a time not in the
+    bus form, location, serie, long texts, escaped characters).
     Where it answers, the items are those ``validate_json_items`` gives for the decoded
     text, written as JSON (numbers as written).
     """
@@ -605,11 +582,7 @@ def bus_json(
         if when is None:
             when = now
         elif when != checked_time:
-            if len(when) != 24 or _BUS_TIME.fullmatch(when) is None:
-                return None
-            try:
-                datetime.fromisoformat(when)
-            except ValueError:
+            if not _in_bus_form(when):
                 return None
             checked_time = when
         group = entry.group

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -161,7 +162,7 @@ class Pipeline:
         data = bus_json(
             run.payload_json,
             now=format_epoch_ms(envelope.received_at),
-            default_group=partial(derived_id, envelope.message_id, "group"),
+            default_group=_message_group(envelope),
             ids=partial(item_ids, envelope.message_id),
         )
         if data is not None:
@@ -173,7 +174,7 @@ class Pipeline:
         received = datetime.fromtimestamp(envelope.received_at / 1000, UTC)
         try:
             validated = validate_json_items(
-                items, now=received, default_group=partial(derived_id, envelope.message_id, "group")
+                items, now=received, default_group=_message_group(envelope)
             )
         except DataValidationError as exc:
             outcome.error, outcome.stage, outcome.outcome = exc.message, "validation", "invalid"
@@ -204,6 +205,11 @@ def _fast_json(items: Any) -> str | None:
         return orjson.dumps(items).decode()
     except TypeError:
         return None
+
+
+def _message_group(envelope: records.Envelope) -> Callable[[], str]:
+    # The group of a message's items that name none: the same for every replay of it.
+    return partial(derived_id, envelope.message_id, "group")
 
 
 def _parser_failed(outcome: Outcome, reason: str, kind: str) -> None:
