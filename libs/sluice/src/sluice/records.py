@@ -117,20 +117,21 @@ class Envelope:
     @classmethod
     def from_headers(cls, headers: Iterable[tuple[str, bytes]]) -> Envelope:
         # Every consumer calls this per record: decode only what it is, once.
+        # (Positional, texts decoded in line: this runs for every record of a service.)
         values = dict(headers)
         pop = values.pop
         return cls(
-            message_id=_text(pop("message_id", b"")),
-            account=_text(pop("account", b"")),
-            device=_text(pop("device", b"")),
-            topic=_text(pop("topic", b"")),
-            qos=_int(pop("qos", b"0")),
-            received_at=_int(pop("received_at", b"0")),
-            origin=_text(pop("origin", b"")),
-            retain=pop("retain", b"") == b"1",
-            kind=_text(pop("kind", b"")),
-            schema=_int(pop("schema", b"1")),
-            extra={k: _text(v) for k, v in values.items()} if values else {},
+            pop("message_id", b"").decode("utf-8", "replace"),
+            pop("account", b"").decode("utf-8", "replace"),
+            pop("device", b"").decode("utf-8", "replace"),
+            pop("topic", b"").decode("utf-8", "replace"),
+            _int(pop("qos", b"0")),
+            _int(pop("received_at", b"0")),
+            pop("origin", b"").decode("utf-8", "replace"),
+            pop("retain", b"") == b"1",
+            pop("kind", b"").decode("utf-8", "replace"),
+            _int(pop("schema", b"1")),
+            {k: _text(v) for k, v in values.items()} if values else {},
         )
 
 

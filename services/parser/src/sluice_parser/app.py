@@ -39,6 +39,9 @@ log = logging.getLogger("sluice.parser")
 CHUNK_RECORDS = 128
 BATCH_RECORDS = 2000
 BATCHES_IN_FLIGHT = 2
+# Devices whose thread is remembered; past this, new devices go to a thread by their hash
+# until no batch is in flight, when the table starts again.
+DEVICES_REMEMBERED = 100_000
 
 
 @dataclass(eq=False)
@@ -50,6 +53,52 @@ class _Run:
     running: int = 0  # threads still working on their share
     required: list[asyncio.Future[Any]] = field(default_factory=list)  # acknowledgements
     error: Exception | None = None  # a submit failed
+
+
+class DevicePlacement:
+    """Which thread parses a device's records.
+
+    A device keeps its thread, so its records are parsed and produced in order. A device not
+    seen before goes to the thread with the least recent work (the records of the batch being
+    placed, and half of the load before it), so a few busy devices, or a hash that happens to
+    favour one thread, cannot leave a thread idle.
+    """
+
+    def __init__(self, threads: int, remembered: int = DEVICES_REMEMBERED) -> None:
+        self.threads = threads
+        self.remembered = remembered
+        self._thread_of: dict[str, int] = {}  # device id -> index of its thread
+        self._load = [0.0] * threads
+
+    def shares(self, work: list[Work]) -> list[list[Work]]:
+        """Each thread's records of a batch, in the batch's order."""
+        shares: list[list[Work]] = [[] for _ in range(self.threads)]
+        thread_of = self._thread_of
+        new: list[Work] = []
+        for item in work:
+            index = thread_of.get(item.device.id)
+            if index is None:
+                new.append(item)
+            else:
+                shares[index].append(item)
+        earlier = [load / 2 for load in self._load]
+        for item in new:
+            device = item.device.id
+            index = thread_of.get(device)
+            if index is None:
+                if len(thread_of) < self.remembered:
+                    index = min(range(self.threads), key=lambda n: earlier[n] + len(shares[n]))
+                    thread_of[device] = index
+                else:  # the table is full until the threads are idle: a stable choice
+                    index = hash(device) % self.threads
+            shares[index].append(item)
+        self._load = [load + len(share) for load, share in zip(earlier, shares, strict=True)]
+        return shares
+
+    def idle(self) -> None:
+        """No records are in flight: a full table may start again."""
+        if len(self._thread_of) >= self.remembered:
+            self._thread_of.clear()
 
 
 class ParserThreads:
@@ -74,6 +123,8 @@ class ParserThreads:
             for n in range(settings.parser_workers)
         ]
         self.workers: list[BatchWorker] = []
+        self._placement = DevicePlacement(settings.parser_workers)
+        self._runs = 0  # dispatched and not finished
         self._arrived: asyncio.Queue[tuple[_Run, list[Output] | None]] = asyncio.Queue()
         self._submitter: asyncio.Task[None] | None = None
 
@@ -102,9 +153,8 @@ class ParserThreads:
         def hand_over(outputs: list[Output] | None) -> None:
             loop.call_soon_threadsafe(self._arrived.put_nowait, (run, outputs))
 
-        shares: list[list[Work]] = [[] for _ in self.workers]
-        for item in work:
-            shares[hash(item.device.id) % len(shares)].append(item)
+        shares = self._placement.shares(work)
+        self._runs += 1
         run.jobs = [
             loop.run_in_executor(executor, _work_through, worker, share, hand_over)
             for executor, worker, share in zip(self.executors, self.workers, shares, strict=True)
@@ -118,11 +168,16 @@ class ParserThreads:
     async def finish(self, run: _Run) -> None:
         """Returns once every output of the run is produced and acknowledged; raises what
         failed (a thread, a submit, an acknowledgement)."""
-        await asyncio.shield(run.handed)
-        await asyncio.gather(*run.jobs)
-        if run.error is not None:
-            raise run.error
-        await asyncio.gather(*run.required)
+        try:
+            await asyncio.shield(run.handed)
+            await asyncio.gather(*run.jobs)
+            if run.error is not None:
+                raise run.error
+            await asyncio.gather(*run.required)
+        finally:
+            self._runs -= 1
+            if not self._runs:
+                self._placement.idle()
 
     async def _submit_in_order(self) -> None:
         while True:
