@@ -4,10 +4,11 @@
 
 Starts an embedded Tansu (or uses --kafka), a migrated SQLite database holding devices whose
 payload parser is a typical 30-line Buffer decoder, and one `python -m sluice_parser` child
-process. Produces --count binary MQTT ingest records (as the actions service does for an
-insert action; device param payload_type=hex), then measures from the first produced record
-until the parser has committed them all (it commits a batch once its data records are
-acknowledged); it then checks that as many data records are on the data topic. Prints one
+process (--processes N: N of them in one consumer group). Produces --count binary MQTT
+ingest records (as the actions service does for an insert action; device param
+payload_type=hex), then measures from the first produced record until the parser has
+committed them all (it commits a batch once its data records are acknowledged); it then
+checks that as many data records are on the data topic. Prints one
 JSON line; the parser's and the broker's CPU time are read from /proc, so
 `payloads_per_cpu_s` means something on a busy machine too.
 """
@@ -248,19 +249,23 @@ async def run_bench(
     settings = SluiceSettings(kafka_bootstrap=bootstrap, topic_partitions=args.partitions)
     await bus.ensure_topics(settings, topics)
 
-    health_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
     env.update(
         SLUICE_KAFKA_BOOTSTRAP=bootstrap,
         SLUICE_DATABASE_URL=database_url,
         SLUICE_TOPIC_PREFIX=prefix,
         SLUICE_KAFKA_FAST_GROUPS="true",
-        SLUICE_HEALTH_PORT=str(health_port),
         SLUICE_HEALTH_HOST="127.0.0.1",
         SLUICE_LOG_LEVEL="WARNING",
         SLUICE_PARSER_WORKERS=str(args.workers),
     )
-    proc = start_service(env, workdir / "parser.log", args.profile)
+    # One process, or several in one consumer group (sharing the partitions).
+    ports = [free_port() for _ in range(args.processes)]
+    procs = [
+        start_service({**env, "SLUICE_HEALTH_PORT": str(port)}, workdir / "parser.log", profile)
+        for port, profile in zip(ports, [args.profile] + [None] * (args.processes - 1), strict=True)
+    ]
+    proc = procs[0]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_bytes=2**25)
     # Reads the parser group's committed offsets; it never joins the group.
     group = AIOKafkaConsumer(
@@ -268,8 +273,10 @@ async def run_bench(
     )
     ingest = [TopicPartition(topics.ingest, p) for p in range(args.partitions)]
     pid = proc.pid
+    pids = [one.pid for one in procs]
     try:
-        wait_ready(f"http://127.0.0.1:{health_port}/readyz", proc)
+        for port, one in zip(ports, procs, strict=True):
+            wait_ready(f"http://127.0.0.1:{port}/readyz", one)
         await consumer.start()
         await group.start()
         partitions = [TopicPartition(topics.data, p) for p in range(args.partitions)]
@@ -283,15 +290,15 @@ async def run_bench(
         await committed_until(group, ingest, len(warm), args.timeout)
 
         batch = ingest_records(devices, account, args.count, seed=2)
-        pid = service_pid(proc.pid, bool(args.profile))
-        cpu_before = cpu_seconds(pid)
+        pid = pids[0] = service_pid(proc.pid, bool(args.profile))
+        cpu_before = sum(cpu_seconds(one) for one in pids)
         threads_before = thread_cpu_seconds(pid)
         broker_before = cpu_seconds(broker_pid) if broker_pid else 0.0
         started = time.monotonic()
         await produce(bootstrap, topics.ingest, batch)
         produced = time.monotonic()
         finished = await committed_until(group, ingest, len(warm) + len(batch), args.timeout)
-        cpu = cpu_seconds(pid) - cpu_before
+        cpu = sum(cpu_seconds(one) for one in pids) - cpu_before
         threads = {
             name: round(seconds - threads_before.get(name, 0.0), 2)
             for name, seconds in thread_cpu_seconds(pid).items()
@@ -305,14 +312,17 @@ async def run_bench(
     finally:
         await consumer.stop()
         await group.stop()
-        os.kill(pid, signal.SIGTERM)  # under py-spy: the service; py-spy then writes its file
-        proc.wait(60)
+        for one_pid in pids:
+            os.kill(one_pid, signal.SIGTERM)  # under py-spy: the service; py-spy then writes
+        for one in procs:
+            one.wait(60)
     elapsed = finished - started
     return {
         "bench": "parser_service",
         "payloads": args.count,
         "devices": args.devices,
         "partitions": args.partitions,
+        "processes": args.processes,
         "workers": args.workers,
         "items_per_payload": 5.5,
         "seconds": round(elapsed, 3),
@@ -320,7 +330,8 @@ async def run_bench(
         "payloads_per_s": round(args.count / elapsed),
         "parser_cpu_seconds": round(cpu, 2),
         "payloads_per_cpu_s": round(args.count / cpu) if cpu else None,
-        # the event loop's thread, then the busiest others (the parser threads)
+        # of the first process: the event loop's thread, then the busiest others (the parser
+        # threads)
         "thread_cpu_seconds": [
             threads.pop("main", 0.0),
             *sorted((cpu for cpu in threads.values() if cpu), reverse=True),
@@ -341,7 +352,12 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=2, help="SLUICE_PARSER_WORKERS (the default on 2 CPUs)"
     )
-    parser.add_argument("--profile", help="record the service with py-spy into this file")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="parser processes in the consumer group"
+    )
+    parser.add_argument(
+        "--profile", help="record the (first) service process with py-spy into this file"
+    )
     parser.add_argument("--kafka", help="bootstrap servers (default: start an embedded Tansu)")
     args = parser.parse_args()
 

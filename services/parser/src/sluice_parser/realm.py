@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 import quickjs
@@ -89,8 +89,7 @@ class Compiled:
     asynchronous: bool  # uses top-level await: runs one at a time, with the job queue drained
 
 
-@dataclass(frozen=True, slots=True)
-class BatchRun:
+class BatchRun(NamedTuple):  # (made per message)
     compiled: Compiled
     payload_json: str
     device_json: str

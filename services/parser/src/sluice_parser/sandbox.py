@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from sluice_parser.realm import (
     BatchRun,
@@ -76,8 +76,7 @@ _NEEDS_OWN_REALM = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RunRequest:
+class RunRequest(NamedTuple):  # (made per message: a tuple is 3x cheaper than a frozen dataclass)
     """One message for ParserSandbox.run_many: the parser's code, its input as JSON text."""
 
     code: str

@@ -13,18 +13,8 @@ from sluice_parser.worker import Work
 
 
 def device(device_id: str) -> DeviceInfo:
-    return DeviceInfo(
-        id=device_id,
-        account_id="acc",
-        name=device_id,
-        type="immutable",
-        active=True,
-        tags=(),
-        params=(),
-        payload_parser="payload = payload;",
-        chunk_period="month",
-        chunk_retention=12,
-    )
+    # Only the id matters here.
+    return DeviceInfo(device_id, "acc", device_id, "immutable", True, (), (), None, None, None)
 
 
 def batch(devices: list[str], start: int = 0) -> list[Work]:
