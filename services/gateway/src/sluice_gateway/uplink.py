@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 log = logging.getLogger("sluice.gateway.uplink")
@@ -113,21 +114,30 @@ class UplinkProducer:
             await self._submit(batch, partition, members)
 
     async def _submit(self, batch: Any, partition: int, members: list[Entry]) -> None:
-        future = await self.producer.send_batch(batch, self.topic, partition=partition)
+        try:
+            future = await self.producer.send_batch(batch, self.topic, partition=partition)
+        except KafkaError as exc:
+            # Kafka away for longer than a request timeout: the producer has no metadata for
+            # the topic, or the partition's queue never drained. The records wait and go
+            # again; this loop must outlive any outage, or nothing is acknowledged after it.
+            self._retry(members, exc)
+            return
         future.add_done_callback(lambda f: self._batch_done(f, members))
 
     def _batch_done(self, future: asyncio.Future[Any], members: list[Entry]) -> None:
         if future.cancelled() or future.exception() is not None:
-            self.failed_batches += 1
-            exc = None if future.cancelled() else future.exception()
-            log.warning("Kafka did not take %d publishes (%s); retrying", len(members), exc)
-            asyncio.get_running_loop().call_later(self.retry_delay, self._requeue, members)
+            self._retry(members, None if future.cancelled() else future.exception())
             return
         self.sent += len(members)
         for _key, _value, _headers, done in members:
             if done is not None:
                 done()
         self._settle(len(members))
+
+    def _retry(self, members: list[Entry], exc: BaseException | None) -> None:
+        self.failed_batches += 1
+        log.warning("Kafka did not take %d publishes (%s); retrying", len(members), exc)
+        asyncio.get_running_loop().call_later(self.retry_delay, self._requeue, members)
 
     def _requeue(self, members: list[Entry]) -> None:
         self._queue[:0] = members
