@@ -272,7 +272,6 @@ async def run_bench(
         bootstrap_servers=bootstrap, group_id="sluice-parser", enable_auto_commit=False
     )
     ingest = [TopicPartition(topics.ingest, p) for p in range(args.partitions)]
-    pid = proc.pid
     pids = [one.pid for one in procs]
     try:
         for port, one in zip(ports, procs, strict=True):
@@ -290,9 +289,9 @@ async def run_bench(
         await committed_until(group, ingest, len(warm), args.timeout)
 
         batch = ingest_records(devices, account, args.count, seed=2)
-        pid = pids[0] = service_pid(proc.pid, bool(args.profile))
+        pids[0] = service_pid(proc.pid, bool(args.profile))  # under py-spy: its child
         cpu_before = sum(cpu_seconds(one) for one in pids)
-        threads_before = thread_cpu_seconds(pid)
+        threads_before = thread_cpu_seconds(pids[0])
         broker_before = cpu_seconds(broker_pid) if broker_pid else 0.0
         started = time.monotonic()
         await produce(bootstrap, topics.ingest, batch)
@@ -301,7 +300,7 @@ async def run_bench(
         cpu = sum(cpu_seconds(one) for one in pids) - cpu_before
         threads = {
             name: round(seconds - threads_before.get(name, 0.0), 2)
-            for name, seconds in thread_cpu_seconds(pid).items()
+            for name, seconds in thread_cpu_seconds(pids[0]).items()
         }
         broker_cpu = cpu_seconds(broker_pid) - broker_before if broker_pid else None
         # Every payload became a data record (counted after the clock stopped).
