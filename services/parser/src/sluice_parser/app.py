@@ -59,9 +59,11 @@ class DevicePlacement:
     """Which thread parses a device's records.
 
     A device keeps its thread, so its records are parsed and produced in order. A device not
-    seen before goes to the thread with the least recent work (the records of the batch being
-    placed, and half of the load before it), so a few busy devices, or a hash that happens to
-    favour one thread, cannot leave a thread idle.
+    seen before goes to the thread with the least recent work among its partition's devices
+    (the records of the batch being placed, and half of the load before it), then among all:
+    a consumed batch often holds one partition only, so each partition's devices must be
+    spread over the threads, and a few busy devices, or a hash that happens to favour one
+    thread, cannot leave a thread idle.
     """
 
     def __init__(self, threads: int, remembered: int = DEVICES_REMEMBERED) -> None:
@@ -69,30 +71,55 @@ class DevicePlacement:
         self.remembered = remembered
         self._thread_of: dict[str, int] = {}  # device id -> index of its thread
         self._load = [0.0] * threads
+        self._partition_load: dict[int, list[float]] = {}  # the same, per partition
 
     def shares(self, work: list[Work]) -> list[list[Work]]:
-        """Each thread's records of a batch, in the batch's order."""
-        shares: list[list[Work]] = [[] for _ in range(self.threads)]
+        """Each thread's records of a batch, in the batch's order for each device."""
+        threads = range(self.threads)
+        shares: list[list[Work]] = [[] for _ in threads]
         thread_of = self._thread_of
+        # partition -> records per thread: this batch's, and half of those before it
+        loads = self._partition_load
+        batch: dict[int, list[float]] = {}
         new: list[Work] = []
         for item in work:
             index = thread_of.get(item.device.id)
             if index is None:
                 new.append(item)
-            else:
-                shares[index].append(item)
-        earlier = [load / 2 for load in self._load]
-        for item in new:
-            device = item.device.id
-            index = thread_of.get(device)
-            if index is None:
+                continue
+            shares[index].append(item)
+            counts = batch.get(item.record.partition)
+            if counts is None:
+                counts = batch[item.record.partition] = [0.0] * self.threads
+            counts[index] += 1
+        for partition, counts in batch.items():
+            earlier = loads.get(partition, [0.0] * self.threads)
+            batch[partition] = [n + load / 2 for n, load in zip(counts, earlier, strict=True)]
+        total = [load / 2 + len(share) for load, share in zip(self._load, shares, strict=True)]
+        if new:
+            # The new devices are placed the busiest first, each with all its records of
+            # the batch, then their records are added in the batch's order.
+            found: dict[str, tuple[int, int]] = {}  # device -> (records, partition)
+            for item in new:
+                seen = found.get(item.device.id)
+                found[item.device.id] = (seen[0] + 1 if seen else 1, item.record.partition)
+            placed: dict[str, int] = {}
+            for device, (size, partition) in sorted(found.items(), key=lambda e: -e[1][0]):
+                counts = batch.get(partition)
+                if counts is None:
+                    earlier = loads.get(partition, [0.0] * self.threads)
+                    counts = batch[partition] = [load / 2 for load in earlier]
                 if len(thread_of) < self.remembered:
-                    index = min(range(self.threads), key=lambda n: earlier[n] + len(shares[n]))
-                    thread_of[device] = index
+                    index = thread_of[device] = min(threads, key=lambda n: (counts[n], total[n]))
                 else:  # the table is full until the threads are idle: a stable choice
                     index = hash(device) % self.threads
-            shares[index].append(item)
-        self._load = [load + len(share) for load, share in zip(earlier, shares, strict=True)]
+                placed[device] = index
+                counts[index] += size
+                total[index] += size
+            for item in new:
+                shares[placed[item.device.id]].append(item)
+        loads.update(batch)
+        self._load = total
         return shares
 
     def idle(self) -> None:
