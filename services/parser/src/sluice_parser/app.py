@@ -79,22 +79,23 @@ class DevicePlacement:
         shares: list[list[Work]] = [[] for _ in threads]
         thread_of = self._thread_of
         # partition -> records per thread: this batch's, and half of those before it
-        loads = self._partition_load
         batch: dict[int, list[float]] = {}
+
+        def counts_of(partition: int) -> list[float]:
+            counts = batch.get(partition)
+            if counts is None:
+                earlier = self._partition_load.get(partition, [0.0] * self.threads)
+                counts = batch[partition] = [load / 2 for load in earlier]
+            return counts
+
         new: list[Work] = []
         for item in work:
             index = thread_of.get(item.device.id)
             if index is None:
                 new.append(item)
-                continue
-            shares[index].append(item)
-            counts = batch.get(item.record.partition)
-            if counts is None:
-                counts = batch[item.record.partition] = [0.0] * self.threads
-            counts[index] += 1
-        for partition, counts in batch.items():
-            earlier = loads.get(partition, [0.0] * self.threads)
-            batch[partition] = [n + load / 2 for n, load in zip(counts, earlier, strict=True)]
+            else:
+                shares[index].append(item)
+                counts_of(item.record.partition)[index] += 1
         total = [load / 2 + len(share) for load, share in zip(self._load, shares, strict=True)]
         if new:
             # The new devices are placed the busiest first, each with all its records of
@@ -105,10 +106,7 @@ class DevicePlacement:
                 found[item.device.id] = (seen[0] + 1 if seen else 1, item.record.partition)
             placed: dict[str, int] = {}
             for device, (size, partition) in sorted(found.items(), key=lambda e: -e[1][0]):
-                counts = batch.get(partition)
-                if counts is None:
-                    earlier = loads.get(partition, [0.0] * self.threads)
-                    counts = batch[partition] = [load / 2 for load in earlier]
+                counts = counts_of(partition)
                 if len(thread_of) < self.remembered:
                     index = thread_of[device] = min(threads, key=lambda n: (counts[n], total[n]))
                 else:  # the table is full until the threads are idle: a stable choice
@@ -118,7 +116,7 @@ class DevicePlacement:
                 total[index] += size
             for item in new:
                 shares[placed[item.device.id]].append(item)
-        loads.update(batch)
+        self._partition_load.update(batch)
         self._load = total
         return shares
 
