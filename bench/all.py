@@ -6,7 +6,8 @@ results block of docs/benchmarks.md and docs/benchmarks.png are rewritten from t
 Scenarios: the MQTT ones of bench/run.py (each beside Mosquitto where a ratio makes
 sense) and ingest-e2e; storage (consumer into PostgreSQL) and api-read (1M points) from
 services/storage/bench/storage_bench.py; parser (one parser process end to end) from
-services/parser/bench/parser_service_bench.py; actions from services/actions/bench.
+services/parser/bench/parser_service_bench.py (with the decoder, then with no parser as
+the ceiling around it); actions from services/actions/bench.
 """
 
 from __future__ import annotations
@@ -44,6 +45,24 @@ SUITES: dict[str, tuple[list[str], list[str]]] = {
     "parser": (
         [str(ROOT / "services/parser/bench/parser_service_bench.py"), "--count", "50000"],
         [str(ROOT / "services/parser/bench/parser_service_bench.py"), "--count", "2000"],
+    ),
+    # The same service and records with no parser: what the service costs around a parser
+    # on this machine (the ceiling no parser could pass), for reading the figure above.
+    "parser-none": (
+        [
+            str(ROOT / "services/parser/bench/parser_service_bench.py"),
+            "--count",
+            "50000",
+            "--parser",
+            "none",
+        ],
+        [
+            str(ROOT / "services/parser/bench/parser_service_bench.py"),
+            "--count",
+            "2000",
+            "--parser",
+            "none",
+        ],
     ),
     "actions": (
         [

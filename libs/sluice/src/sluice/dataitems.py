@@ -517,7 +517,7 @@ class _PlainItem(msgspec.Struct):
     variable: str
     value: _PlainValue | None = None
     unit: _PlainUnit | None = None
-    time: str | None = None
+    time: str | int | None = None
     group: _PlainGroup | None = None
     serie: None = None
     location: None = None
@@ -538,6 +538,7 @@ class _BusItem(msgspec.Struct):
 
 
 _plain_items = msgspec.json.Decoder(list[_PlainItem])
+_PLAIN_EPOCH_MS_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _bus_items = msgspec.json.Encoder()
 # Metadata passed on as it was written: short enough that, written again by orjson (as the
 # full check measures it), it is within the limit, and too shallow for orjson's depth limit.
@@ -555,8 +556,9 @@ def bus_json(
     """A `sluice.data` value (the items in their bus form, with ids) and its item count, for
     a JSON list of items that are plainly valid (items without a time get ``now``, in the
     bus form); None when :func:`validate_json_items` must decide (an invalid item, or
-    anything it checks the long way: a variable not seen valid before, a time not in the
-    bus form, location, serie, long texts, escaped characters).
+    anything it checks the long way: a variable not seen valid before, a time neither in the
+    bus form nor a whole epoch number from 1970 on, location, serie, long texts, escaped
+    characters).
     Where it answers, the items are those ``validate_json_items`` gives for the decoded
     text, written as JSON (numbers as written).
     """
@@ -578,13 +580,22 @@ def bus_json(
         variable = known.get(entry.variable)
         if variable is None:
             return None
-        when = entry.time
-        if when is None:
+        written_time = entry.time
+        if written_time is None:
             when = now
-        elif when != checked_time:
-            if not _in_bus_form(when):
-                return None
-            checked_time = when
+        elif isinstance(written_time, str):
+            if written_time != checked_time:
+                if not _in_bus_form(written_time):
+                    return None
+                checked_time = written_time
+            when = written_time
+        elif type(written_time) is int and 0 <= written_time <= _PLAIN_EPOCH_MS_MAX:
+            # epoch seconds, or milliseconds past _MILLISECONDS_FROM (as parse_time reads them)
+            if written_time <= _MILLISECONDS_FROM:
+                written_time *= 1000
+            when = format_epoch_ms(written_time)
+        else:
+            return None
         group = entry.group
         if not group:
             if group_text is None:

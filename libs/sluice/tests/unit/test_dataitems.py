@@ -574,13 +574,30 @@ def test_bus_json_takes_a_decoders_output_once_its_names_are_known() -> None:
 
 
 @pytest.mark.parametrize(
+    "when",
+    [0, 1, 1_767_322_800, 100_000_000_000, 100_000_000_001, 1_767_322_800_123, 253_402_300_799_999],
+)
+def test_bus_json_takes_whole_epoch_times_as_the_full_check_does(when: int) -> None:
+    # Seconds up to 1e11, milliseconds past it (as parse_time reads them).
+    entries = [{"variable": "v", "value": 1, "time": when}, {"variable": "v", "time": when}]
+    expected = full(entries)
+    assert isinstance(expected, list)
+    assert fast(engine_json(entries)) == expected
+
+
+@pytest.mark.parametrize(
     "entry",
     [
         {"variable": "Unseen_Name"},  # not yet seen valid: checked the long way
         {"variable": "v", "time": "2026-13-01T00:00:00.000Z"},
         {"variable": "v", "time": "2026-W48-3T00:00:00.000Z"},
         {"variable": "v", "time": "2026-11-24 18:43:53.123Z"},
-        {"variable": "v", "time": 1767322800},
+        {"variable": "v", "time": 1767322800.5},
+        {"variable": "v", "time": 1767322800000.0},
+        {"variable": "v", "time": -1},
+        {"variable": "v", "time": 253_402_300_800_000},  # year 10000
+        {"variable": "v", "time": True},
+        {"variable": "v", "time": "1767322800"},
         {"variable": "v", "location": {"lat": 1, "lng": 2}},
         {"variable": "v", "serie": "s"},
         {"variable": "v", "value": "a\x00b"},

@@ -130,6 +130,9 @@ class Pipeline:
             return Outcome(error=f"unreadable input: {exc}", stage="input", outcome="unreadable")
         outcome = Outcome(input=items)
         if not device.payload_parser:
+            text = _fast_json(items) if type(items) is list else None
+            if text is not None and self._plainly_valid(envelope, outcome, text):
+                return outcome
             return self._validated(envelope, outcome, items)
         outcome.parsed = True
         try:
@@ -157,18 +160,23 @@ class Pipeline:
             return outcome
         if run.payload_json in ("null", "[]"):
             return outcome  # the parser chose to store nothing
-        envelope = pending.envelope
-        # Plainly valid output (most of it) goes to the bus as the engine wrote it.
+        if self._plainly_valid(pending.envelope, outcome, run.payload_json):
+            return outcome
+        return self._validated(pending.envelope, outcome, run.payload)
+
+    def _plainly_valid(self, envelope: records.Envelope, outcome: Outcome, text: str) -> bool:
+        # Plainly valid items (most of them), as JSON text, go to the bus as they were
+        # written, without Python objects; False leaves them to the full check.
         data = bus_json(
-            run.payload_json,
+            text,
             now=format_epoch_ms(envelope.received_at),
             default_group=_message_group(envelope),
             ids=partial(item_ids, envelope.message_id),
         )
-        if data is not None:
-            outcome.data, outcome.stored = data
-            return outcome
-        return self._validated(envelope, outcome, run.payload)
+        if data is None:
+            return False
+        outcome.data, outcome.stored = data
+        return True
 
     def _validated(self, envelope: records.Envelope, outcome: Outcome, items: Any) -> Outcome:
         received = datetime.fromtimestamp(envelope.received_at / 1000, UTC)

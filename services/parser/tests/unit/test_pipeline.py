@@ -15,6 +15,7 @@ from sluice import records
 from sluice.config import DeviceInfo
 from sluice.dataitems import item_to_json, validate_items
 from sluice.ids import derived_id
+from sluice_parser import pipeline as pipeline_module
 from sluice_parser.pipeline import Pipeline, item_ids
 from sluice_parser.sandbox import MAX_CODE_BYTES, ParserSandbox
 
@@ -231,3 +232,77 @@ def test_base64_is_not_decoded_by_the_service(pipeline: Pipeline) -> None:
     code = base64.b64encode(b"payload = [];").decode()
     out = pipeline.process(mqtt(), b"x", device(code))
     assert out.outcome == "error"
+
+
+NO_PARSER_INPUTS: list[tuple[str, bytes]] = [
+    ("kind", b'{"variable": "unseen_a", "value": 21.5, "unit": "C"}'),
+    ("kind", b'[{"variable": "unseen_b", "value": 1, "group": "g", "metadata": {"k": [1]}}]'),
+    ("kind", b'{"variable": "unseen_c", "value": true, "time": "2024-01-01T00:00:00.500Z"}'),
+    ("hex", b"\x0b\xb8"),
+    ("text", b"on"),
+]
+
+
+@pytest.mark.parametrize(("what", "body"), NO_PARSER_INPUTS)
+def test_without_a_parser_plain_items_are_stored_as_the_full_check_stores_them(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, what: str, body: bytes
+) -> None:
+    # The first message checks its names the long way; after that, plainly valid items go
+    # to the bus from their JSON text, without the full check, and store exactly the same.
+    full_checks: list[Any] = []
+    full_check = pipeline_module.validate_json_items
+
+    def counted(items: Any, **kwargs: Any) -> Any:
+        full_checks.append(items)
+        return full_check(items, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "validate_json_items", counted)
+    params = {"payload_type": "hex"} if what == "hex" else {}
+    envelope = mqtt(message_id=f"m-{what}-{len(body)}")
+    stored = []
+    for _ in range(2):
+        out = pipeline.process(envelope, body, device(None, **params))
+        assert (out.error, out.parsed) == (None, False)
+        received = datetime.fromtimestamp(envelope.received_at / 1000, UTC)
+        items = validate_items(
+            out.input, now=received, default_group=derived_id(envelope.message_id, "group")
+        )
+        expected = [
+            {**item_to_json(item), "id": item_id}
+            for item, item_id in zip(items, item_ids(envelope.message_id, len(items)), strict=True)
+        ]
+        assert out.items == expected
+        assert out.stored == len(expected)
+        stored.append(out.data)
+    assert stored[0] == stored[1]  # the same bytes either way
+    assert len(full_checks) <= 1
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b'{"variable": "t", "value": 1, "time": 1732000000000.5}', None),  # a fraction
+        (b'{"variable": "t", "value": 123456789012345678901234}', None),
+        (b'{"variable": "t", "value": 1, "unit": 5}', "unit"),
+        (b'{"variable": "bad name!", "value": 1}', "variable"),
+        (b"[]", "no data items"),
+    ],
+)
+def test_without_a_parser_anything_unusual_gets_the_full_check(
+    pipeline: Pipeline, body: bytes, error: str | None
+) -> None:
+    envelope = mqtt()
+    received = datetime.fromtimestamp(envelope.received_at / 1000, UTC)
+    for _ in range(2):  # also once the names are known
+        out = pipeline.process(envelope, body, device(None))
+        if error is None:
+            items = validate_items(out.input, now=received, default_group="g")
+            assert out.error is None
+            assert [item["value"] for item in out.items] == [item.value for item in items]
+            assert [item["time"] for item in out.items] == [
+                item_to_json(item)["time"] for item in items
+            ]
+        else:
+            assert out.error is not None
+            assert error in out.error
+            assert (out.outcome, out.stage, out.data) == ("invalid", "validation", None)
