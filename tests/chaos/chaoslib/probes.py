@@ -100,6 +100,21 @@ def seq_rows(database_url: str, devices: list[str], variable: str = "seq") -> Co
     return asyncio.run(_seq_rows(database_url, devices, variable))
 
 
+async def _devices_with_rows(database_url: str, devices: list[str]) -> set[str]:
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            stmt = select(DataPoint.device_id).where(DataPoint.device_id.in_(devices)).distinct()
+            return {str(device) for device in (await session.scalars(stmt)).all()}
+    finally:
+        await engine.dispose()
+
+
+def devices_with_rows(database_url: str, devices: list[str]) -> set[str]:
+    """Which of ``devices`` have at least one stored row."""
+    return asyncio.run(_devices_with_rows(database_url, devices))
+
+
 def wait_stored(
     database_url: str,
     devices: list[str],
