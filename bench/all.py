@@ -23,6 +23,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+PARSER_BENCH = str(ROOT / "services/parser/bench/parser_service_bench.py")
 
 SUITES: dict[str, tuple[list[str], list[str]]] = {
     # name: (full arguments, quick arguments)
@@ -43,26 +44,14 @@ SUITES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),
     "parser": (
-        [str(ROOT / "services/parser/bench/parser_service_bench.py"), "--count", "50000"],
-        [str(ROOT / "services/parser/bench/parser_service_bench.py"), "--count", "2000"],
+        [PARSER_BENCH, "--count", "50000"],
+        [PARSER_BENCH, "--count", "2000"],
     ),
     # The same service and records with no parser: what the service costs around a parser
     # on this machine (the ceiling no parser could pass), for reading the figure above.
     "parser-none": (
-        [
-            str(ROOT / "services/parser/bench/parser_service_bench.py"),
-            "--count",
-            "50000",
-            "--parser",
-            "none",
-        ],
-        [
-            str(ROOT / "services/parser/bench/parser_service_bench.py"),
-            "--count",
-            "2000",
-            "--parser",
-            "none",
-        ],
+        [PARSER_BENCH, "--count", "50000", "--parser", "none"],
+        [PARSER_BENCH, "--count", "2000", "--parser", "none"],
     ),
     "actions": (
         [

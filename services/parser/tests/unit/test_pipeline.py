@@ -188,6 +188,15 @@ def test_device_json_follows_a_changed_device(pipeline: Pipeline) -> None:
     assert pipeline.process(mqtt(), b"x", moved).items[0]["value"] == "south"
 
 
+def stored_form(raw: Any, envelope: records.Envelope) -> list[dict[str, Any]]:
+    """What the full check stores for ``raw`` in a message: item_to_json, with the ids."""
+    received = datetime.fromtimestamp(envelope.received_at / 1000, UTC)
+    message_id = envelope.message_id
+    items = validate_items(raw, now=received, default_group=derived_id(message_id, "group"))
+    ids = item_ids(message_id, len(items))
+    return [{**item_to_json(item), "id": i} for item, i in zip(items, ids, strict=True)]
+
+
 PARSER_OUTPUT: list[Any] = [
     {"variable": "Ab", "value": 1, "unit": "C", "time": "2024-01-01T00:00:00.5Z"},
     {"variable": "b", "value": "x", "location": {"lat": 1, "lng": 2}, "metadata": {"k": 1}},
@@ -205,12 +214,7 @@ def test_stored_items_are_item_to_json_with_ids(pipeline: Pipeline, output: list
     # The first run checks every item the long way; the second finds the names known and
     # may take the output as the engine wrote it: both store exactly this.
     envelope = mqtt(message_id="m-1")
-    received = datetime.fromtimestamp(envelope.received_at / 1000, UTC)
-    items = validate_items(output, now=received, default_group=derived_id("m-1", "group"))
-    expected = [
-        {**item_to_json(item), "id": item_id}
-        for item, item_id in zip(items, item_ids("m-1", len(items)), strict=True)
-    ]
+    expected = stored_form(output, envelope)
     code = f"payload = {json.dumps(output)};"
     for _ in range(2):
         out = pipeline.process(envelope, b"x", device(code))
@@ -263,14 +267,7 @@ def test_without_a_parser_plain_items_are_stored_as_the_full_check_stores_them(
     for _ in range(2):
         out = pipeline.process(envelope, body, device(None, **params))
         assert (out.error, out.parsed) == (None, False)
-        received = datetime.fromtimestamp(envelope.received_at / 1000, UTC)
-        items = validate_items(
-            out.input, now=received, default_group=derived_id(envelope.message_id, "group")
-        )
-        expected = [
-            {**item_to_json(item), "id": item_id}
-            for item, item_id in zip(items, item_ids(envelope.message_id, len(items)), strict=True)
-        ]
+        expected = stored_form(out.input, envelope)
         assert out.items == expected
         assert out.stored == len(expected)
         stored.append(out.data)
